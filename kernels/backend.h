@@ -1,0 +1,96 @@
+/* The backend interface: one table of operations that the model graph calls.
+ *
+ * CPU (kernels/cpu) and CUDA (kernels/cuda) implement the same table; tests
+ * run each operation on every backend against a plain reference.  All
+ * tensors are row-major float32 in the backend's memory (host memory for the
+ * CPU backend).  Shapes are stated in each comment as (rows, cols). */
+#ifndef MR_BACKEND_H
+#define MR_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mr_backend mr_backend;
+
+/* Routing modes of MoE routers. */
+typedef enum mr_route_scoring {
+    MR_ROUTE_SOFTMAX = 0, /* mixtral, qwen2_moe, qwen3_moe: softmax over all experts, top-k */
+    MR_ROUTE_SIGMOID_GROUP, /* deepseek_v3: sigmoid + correction bias, group-limited top-k */
+    MR_ROUTE_SCORING_COUNT
+} mr_route_scoring;
+
+typedef struct mr_route_params {
+    mr_route_scoring scoring;
+    int n_experts;
+    int top_k;
+    int norm_topk_prob;        /* renormalise the chosen k weights to sum 1 */
+    float routed_scaling;      /* multiply final weights (1 for softmax routers) */
+    const float *bias;         /* (n_experts) e_score_correction_bias, or NULL */
+    int n_group, topk_group;   /* group-limited selection (1,1 = off) */
+} mr_route_params;
+
+typedef struct mr_backend_ops {
+    const char *name;
+    /* memory */
+    void *(*alloc)(mr_backend *b, size_t bytes);
+    void (*free)(mr_backend *b, void *p);
+    void (*upload)(mr_backend *b, void *dst, const void *src, size_t bytes);
+    void (*download)(mr_backend *b, void *dst, const void *src, size_t bytes);
+    void (*sync)(mr_backend *b);
+
+    /* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate!=0 adds into y. */
+    void (*matmul)(mr_backend *b, float *y, const float *x, const float *w,
+                   const float *bias, int M, int N, int K, int accumulate);
+    /* y(rows,dim) = x / sqrt(mean(x^2) + eps) * w(dim).  y may equal x. */
+    void (*rmsnorm)(mr_backend *b, float *y, const float *x, const float *w,
+                    int rows, int dim, float eps);
+    /* y(n) += x(n) */
+    void (*add)(mr_backend *b, float *y, const float *x, size_t n);
+    /* out(rows, dim) = table[ids[r]] rows */
+    void (*gather_rows)(mr_backend *b, float *out, const float *table,
+                        const int32_t *ids, int rows, int dim);
+    /* dst[ids[r]] += weight[r] * src[r] for r < rows (weight NULL = 1). */
+    void (*scatter_add_rows)(mr_backend *b, float *dst, const float *src,
+                             const int32_t *ids, const float *weight, int rows, int dim);
+    /* Rotary embedding in place.  x is (ntok, row_stride); head h of token t
+     * starts at x + t*row_stride + h*head_stride, its rotary part at +rot_off,
+     * rot_dim values long.  angle_i = pos[t] * inv_freq[i], i < rot_dim/2;
+     * cos and sin are multiplied by mscale.  interleaved=0 pairs (i, i+rot_dim/2)
+     * (rotate_half, HF default); interleaved=1 pairs (2i, 2i+1) (GPT-J style). */
+    void (*rope)(mr_backend *b, float *x, int ntok, int nheads, int row_stride,
+                 int head_stride, int rot_off, int rot_dim, const int32_t *pos,
+                 const float *inv_freq, float mscale, int interleaved);
+    /* Causal attention of ntok query tokens over a KV cache.
+     * q (ntok, nh, dqk) contiguous; out (ntok, nh, dv) contiguous.
+     * Key of cache slot s, position p, kv head g:
+     *   k + s*slot_stride_k + (p*nkv + g)*dqk ; value likewise with dv.
+     * Token t (in slot[t] at position pos[t]) attends to positions 0..pos[t]
+     * of its slot; query head h uses kv head h / (nh/nkv).
+     * Softmax of scale*q.k in fp32 with max subtraction. */
+    void (*attention)(mr_backend *b, float *out, const float *q, const float *k,
+                      const float *v, const int32_t *slot, const int32_t *pos,
+                      int ntok, int nh, int nkv, int dqk, int dv,
+                      size_t slot_stride_k, size_t slot_stride_v, float scale);
+    /* out(T,I) = silu(gu[:, :I]) * gu[:, I:2I] with gu (T, 2I). */
+    void (*silu_mul)(mr_backend *b, float *out, const float *gu, int T, int I);
+    /* y(T,dim) += sigmoid(g[t]) * x(T,dim)   (qwen2_moe shared-expert gate) */
+    void (*sigmoid_gate_add)(mr_backend *b, float *y, const float *x,
+                             const float *g, int T, int dim);
+    /* Router: logits (T, n_experts) -> idx (T, top_k), weight (T, top_k). */
+    void (*route)(mr_backend *b, int32_t *idx, float *weight, const float *logits,
+                  int T, const mr_route_params *p);
+    /* y(n) *= s */
+    void (*scale)(mr_backend *b, float *y, float s, size_t n);
+} mr_backend_ops;
+
+struct mr_backend {
+    const mr_backend_ops *ops;
+    void *ctx;
+    int threads;
+};
+
+/* CPU backend: threads <= 0 uses every core this process may run on. */
+int mr_backend_cpu_init(mr_backend *b, int threads);
+void mr_backend_cpu_free(mr_backend *b);
+
+#endif
