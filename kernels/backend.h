@@ -71,8 +71,9 @@ typedef struct mr_backend_ops {
                       const float *v, const int32_t *slot, const int32_t *pos,
                       int ntok, int nh, int nkv, int dqk, int dv,
                       size_t slot_stride_k, size_t slot_stride_v, float scale);
-    /* out(T,I) = silu(gu[:, :I]) * gu[:, I:2I] with gu (T, 2I). */
-    void (*silu_mul)(mr_backend *b, float *out, const float *gu, int T, int I);
+    /* out(T,inter) = silu(gu[:, :inter]) * gu[:, inter:2 inter], gu (T, 2 inter).
+     * (No parameter is named I: <complex.h>, pulled in by cblas.h, defines it.) */
+    void (*silu_mul)(mr_backend *b, float *out, const float *gu, int T, int inter);
     /* y(T,dim) += sigmoid(g[t]) * x(T,dim)   (qwen2_moe shared-expert gate) */
     void (*sigmoid_gate_add)(mr_backend *b, float *y, const float *x,
                              const float *g, int T, int dim);

@@ -21,13 +21,20 @@ mr_status mr_error(mr_status st, const char *fmt, ...) {
 }
 
 mr_status mr_error_context(mr_status st, const char *fmt, ...) {
-    char prefix[MR_ERRMSG_MAX], old[MR_ERRMSG_MAX];
+    char buf[2 * MR_ERRMSG_MAX + 4];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(buf, MR_ERRMSG_MAX, fmt, ap);
     va_end(ap);
-    memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    if (n < 0) n = 0;
+    if (n > MR_ERRMSG_MAX - 1) n = MR_ERRMSG_MAX - 1;
+    memcpy(buf + n, ": ", 2);
+    size_t old = strnlen(g_msg, MR_ERRMSG_MAX - 1);
+    memcpy(buf + n + 2, g_msg, old);
+    size_t total = (size_t)n + 2 + old;
+    if (total > MR_ERRMSG_MAX - 1) total = MR_ERRMSG_MAX - 1;
+    memcpy(g_msg, buf, total);
+    g_msg[total] = 0;
     return st;
 }
 

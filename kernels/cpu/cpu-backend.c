@@ -1,0 +1,256 @@
+/* The CPU backend: the ops table, host memory, the matrix product and the
+ * element-wise and row-wise operations.  Rope and attention are in
+ * cpu-attention.c, the MoE router in cpu-moe.c.
+ *
+ * Threads: one OpenMP team of b->threads does all the parallel work; loops
+ * run on one thread when the work is too small to pay for waking the team.
+ * OpenBLAS is kept at one thread and called from each member of the team on
+ * a slice of the weight rows (sgemv for one row of x, where its sgemm is ~5x
+ * slower).  Letting OpenBLAS use its own pthread pool instead was 5x slower
+ * in a norm/matmul/silu sequence at M=64 on the 2-core build machine: the
+ * OpenMP threads spin-wait after each region (libgomp's default) and take
+ * the cores from OpenBLAS's threads; with OMP_WAIT_POLICY=passive the two
+ * schemes tie, but libgomp reads that only at program start. */
+#define _GNU_SOURCE
+#include "kernels/cpu/cpu-internal.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MR_CPU_ALIGN 64
+#define MR_CPU_MATMUL_PAR_MIN 2e5 /* flops */
+
+/* ---- memory ------------------------------------------------------------- */
+
+static void *cpu_alloc(mr_backend *b, size_t bytes) {
+    /* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a
+     * unique pointer so callers can free it like any other. */
+    size_t n = (bytes + MR_CPU_ALIGN - 1) / MR_CPU_ALIGN * MR_CPU_ALIGN;
+    if (n < bytes) return NULL; /* overflow */
+    return aligned_alloc(MR_CPU_ALIGN, n ? n : MR_CPU_ALIGN);
+}
+
+static void cpu_free(mr_backend *b, void *p) { free(p); }
+
+static void cpu_copy(mr_backend *b, void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void cpu_sync(mr_backend *b) {}
+
+/* ---- matrix product ----------------------------------------------------- */
+
+/* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y. */
+static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
+                       const float *bias, int M, int N, int K, int accumulate) {
+    assert(M >= 1 && N >= 1 && K >= 1);
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (bias) {
+        /* Put the bias into y first and let BLAS accumulate onto it. */
+        for (int m = 0; m < M; m++) {
+            float *row = y + (size_t)m * N;
+            if (accumulate)
+                for (int n = 0; n < N; n++) row[n] += bias[n];
+            else
+                memcpy(row, bias, (size_t)N * sizeof *row);
+        }
+        beta = 1.0f;
+    }
+    /* Some OpenBLAS versions scale y by beta=0 as y*0, which keeps a NaN
+     * left in an uninitialised y; zero it ourselves for sgemv. */
+    if (M == 1 && beta == 0.0f) {
+        memset(y, 0, (size_t)N * sizeof *y);
+        beta = 1.0f;
+    }
+    /* Threads split the rows of w (columns of y) in blocks of 16; each
+     * calls single-threaded BLAS on its block, which costs a repacking of x
+     * per thread but no second thread pool. */
+    double flops = 2.0 * M * N * K;
+    int nblk = (N + 15) / 16;
+    int nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
+    if (nt > nblk) nt = nblk;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int me = 0, team = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        int n0 = (int)((long)nblk * me / team) * 16;
+        int n1 = (int)((long)nblk * (me + 1) / team) * 16;
+        if (n1 > N) n1 = N;
+        if (n1 > n0) {
+            const float *wb = w + (size_t)n0 * K;
+            if (M == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, wb, K, x,
+                            1, beta, y + n0, 1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K,
+                            1.0f, x, K, wb, K, beta, y + n0, N);
+        }
+    }
+}
+
+/* ---- row-wise ----------------------------------------------------------- */
+
+/* y(rows,dim) = x / sqrt(mean(x^2) + eps) * w(dim); y may equal x.  The sum
+ * of squares is fp32, as transformers computes it. */
+static void cpu_rmsnorm(mr_backend *b, float *y, const float *x, const float *w,
+                        int rows, int dim, float eps) {
+#pragma omp parallel for num_threads(b->threads) schedule(static) \
+    if ((size_t)rows * dim >= MR_CPU_PAR_MIN && rows > 1)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+#pragma omp simd
+        for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * w[i];
+    }
+}
+
+/* out(rows, dim) = table[ids[r]] rows */
+static void cpu_gather_rows(mr_backend *b, float *out, const float *table,
+                            const int32_t *ids, int rows, int dim) {
+#pragma omp parallel for num_threads(b->threads) schedule(static) \
+    if ((size_t)rows * dim >= MR_CPU_PAR_MIN && rows > 1)
+    for (int r = 0; r < rows; r++)
+        memcpy(out + (size_t)r * dim, table + (size_t)ids[r] * dim,
+               (size_t)dim * sizeof *out);
+}
+
+/* dst[ids[r]] += weight[r] * src[r] for r < rows (weight NULL = 1).  Ids may
+ * repeat, so threads split the columns, not the rows: each element is summed
+ * by one thread in row order, which is also deterministic. */
+static void cpu_scatter_add_rows(mr_backend *b, float *dst, const float *src,
+                                 const int32_t *ids, const float *weight,
+                                 int rows, int dim) {
+    int nt = (size_t)rows * dim >= MR_CPU_PAR_MIN ? b->threads : 1;
+    /* Chunks of 16 floats (one cache line) so threads never share a line. */
+    int nchunk = (dim + 15) / 16;
+    if (nt > nchunk) nt = nchunk;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int me = 0, team = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        int c0 = (int)((long)nchunk * me / team) * 16;
+        int c1 = (int)((long)nchunk * (me + 1) / team) * 16;
+        if (c1 > dim) c1 = dim;
+        for (int r = 0; r < rows; r++) {
+            const float *s = src + (size_t)r * dim;
+            float *d = dst + (size_t)ids[r] * dim;
+            float wr = weight ? weight[r] : 1.0f;
+#pragma omp simd
+            for (int i = c0; i < c1; i++) d[i] += wr * s[i];
+        }
+    }
+}
+
+/* ---- element-wise ------------------------------------------------------- */
+
+/* y(n) += x(n) */
+static void cpu_add(mr_backend *b, float *y, const float *x, size_t n) {
+    long nn = (long)n;
+#pragma omp parallel for simd num_threads(b->threads) schedule(static) \
+    if (n >= MR_CPU_PAR_MIN)
+    for (long i = 0; i < nn; i++) y[i] += x[i];
+}
+
+/* y(n) *= s */
+static void cpu_scale(mr_backend *b, float *y, float s, size_t n) {
+    long nn = (long)n;
+#pragma omp parallel for simd num_threads(b->threads) schedule(static) \
+    if (n >= MR_CPU_PAR_MIN)
+    for (long i = 0; i < nn; i++) y[i] *= s;
+}
+
+/* out(T,ni) = silu(gu[:, :ni]) * gu[:, ni:2ni]; silu(g) = g / (1 + exp(-g)).
+ * (Not "I": <cblas.h> pulls in <complex.h>, whose I is a macro.) */
+static void cpu_silu_mul(mr_backend *b, float *out, const float *gu, int T, int ni) {
+#pragma omp parallel for num_threads(b->threads) schedule(static) \
+    if ((size_t)T * ni >= MR_CPU_PAR_MIN && T > 1)
+    for (int t = 0; t < T; t++) {
+        const float *g = gu + (size_t)t * 2 * ni, *u = g + ni;
+        float *o = out + (size_t)t * ni;
+#pragma omp simd
+        for (int i = 0; i < ni; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+/* y(T,dim) += sigmoid(g[t]) * x(T,dim) */
+static void cpu_sigmoid_gate_add(mr_backend *b, float *y, const float *x,
+                                 const float *g, int T, int dim) {
+#pragma omp parallel for num_threads(b->threads) schedule(static) \
+    if ((size_t)T * dim >= MR_CPU_PAR_MIN && T > 1)
+    for (int t = 0; t < T; t++) {
+        float s = 1.0f / (1.0f + expf(-g[t]));
+        float *yr = y + (size_t)t * dim;
+        const float *xr = x + (size_t)t * dim;
+#pragma omp simd
+        for (int i = 0; i < dim; i++) yr[i] += s * xr[i];
+    }
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+static const mr_backend_ops mr_cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .matmul = cpu_matmul,
+    .rmsnorm = cpu_rmsnorm,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .rope = mr_cpu_rope,
+    .attention = mr_cpu_attention,
+    .silu_mul = cpu_silu_mul,
+    .sigmoid_gate_add = cpu_sigmoid_gate_add,
+    .route = mr_cpu_route,
+    .scale = cpu_scale,
+};
+
+/* CPUs this process may run on (its affinity mask, as set by taskset, Slurm
+ * or mpirun binding), not every CPU of the machine. */
+static int cpu_affinity_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int mr_backend_cpu_init(mr_backend *b, int threads) {
+    b->ops = &mr_cpu_ops;
+    b->ctx = NULL;
+    b->threads = threads > 0 ? threads : cpu_affinity_count();
+    /* Process-wide.  cpu_matmul parallelises over OpenBLAS calls itself
+     * (see the top of this file). */
+    openblas_set_num_threads(1);
+    return 0;
+}
+
+void mr_backend_cpu_free(mr_backend *b) {
+    b->ops = NULL;
+    b->ctx = NULL;
+    b->threads = 0;
+}

@@ -1,0 +1,26 @@
+/* Internal to the CPU backend (kernels/cpu): the operations that live in
+ * their own files, and the size below which a loop runs on one thread.
+ * Nothing outside kernels/cpu includes this header. */
+#ifndef MR_CPU_INTERNAL_H
+#define MR_CPU_INTERNAL_H
+
+#include "kernels/backend.h"
+
+/* Element count under which an OpenMP team costs more than it saves
+ * (waking the team is a few microseconds; 32 K floats is ~10 us of work). */
+#define MR_CPU_PAR_MIN 32768
+
+/* cpu-attention.c */
+void mr_cpu_rope(mr_backend *b, float *x, int ntok, int nheads, int row_stride,
+                 int head_stride, int rot_off, int rot_dim, const int32_t *pos,
+                 const float *inv_freq, float mscale, int interleaved);
+void mr_cpu_attention(mr_backend *b, float *out, const float *q, const float *k,
+                      const float *v, const int32_t *slot, const int32_t *pos,
+                      int ntok, int nh, int nkv, int dqk, int dv,
+                      size_t slot_stride_k, size_t slot_stride_v, float scale);
+
+/* cpu-moe.c */
+void mr_cpu_route(mr_backend *b, int32_t *idx, float *weight, const float *logits,
+                  int T, const mr_route_params *p);
+
+#endif

@@ -1,0 +1,67 @@
+/* The generation engine: continuous batching of requests over one model.
+ *
+ * Each step packs, under a token budget, one decode token for every
+ * running sequence, then prefill chunks of sequences still reading their
+ * prompt, admitting waiting requests into free KV-cache slots as soon as a
+ * sequence finishes (the batch never drains to refill). */
+#ifndef MR_ENGINE_H
+#define MR_ENGINE_H
+
+#include <stdint.h>
+
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+
+#define MR_MAX_STOP_IDS 16
+
+typedef enum mr_finish {
+    MR_FINISH_NONE = 0,
+    MR_FINISH_STOP,   /* EOS or a stop token */
+    MR_FINISH_LENGTH, /* max_tokens or the context */
+    MR_FINISH_ERROR,  /* the request was refused; see error */
+    MR_FINISH_COUNT
+} mr_finish;
+
+const char *mr_finish_name(mr_finish f);
+
+typedef struct mr_request {
+    int index;          /* order in the input */
+    int line;           /* input line number (1-based), 0 if none */
+    char *id_json;      /* the id as JSON text */
+    uint64_t id_hash;
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    int ignore_eos;
+    int32_t stop_ids[MR_MAX_STOP_IDS];
+    int n_stop_ids;
+    mr_sample_params sample;
+    /* results */
+    int32_t *out;
+    int n_out;
+    mr_finish finish;
+    char *error;
+} mr_request;
+
+typedef struct mr_engine_options {
+    int max_batch;    /* sequences at once (<= model max_slots) */
+    int token_budget; /* tokens per step (<= model max_step_tokens) */
+} mr_engine_options;
+
+typedef struct mr_engine_stats {
+    uint64_t prompt_tokens, generated_tokens, steps;
+    double seconds;
+} mr_engine_stats;
+
+/* Called once per request when it ends (also for refused requests). */
+typedef mr_status (*mr_request_done_fn)(void *user, mr_request *r);
+
+/* Run every request to completion.  Requests that cannot run (empty
+ * prompt, token outside the vocabulary, longer than the context) end with
+ * MR_FINISH_ERROR and a message; the others go on. */
+mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_options *opt,
+                        mr_request_done_fn done, void *user, mr_engine_stats *stats);
+
+void mr_request_clear(mr_request *r);
+
+#endif

@@ -1,0 +1,79 @@
+/* Internals of runtime/model-*.c: weight layout and workspaces. */
+#ifndef MR_MODEL_INTERNAL_H
+#define MR_MODEL_INTERNAL_H
+
+#include "runtime/model.h"
+#include "runtime/safetensors.h"
+
+typedef struct mr_mlp_w {
+    float *gu;    /* (2I, H): gate rows then up rows */
+    float *gu_b;  /* (2I) or NULL */
+    float *down;  /* (H, I) */
+    float *down_b;/* (H) or NULL */
+    int inter;
+} mr_mlp_w;
+
+typedef struct mr_layer_w {
+    float *attn_norm, *ffn_norm; /* (H) */
+    /* standard attention: fused q,k,v rows */
+    float *wqkv, *bqkv;          /* ((nh + 2 nkv) hd, H), bias or NULL */
+    float *q_norm, *k_norm;      /* (hd) qwen3 */
+    /* multi-head latent attention */
+    float *wq_a, *q_a_norm, *wq_b; /* (qr, H), (qr), (nh qk, qr) */
+    float *wq;                     /* (nh qk, H) when q_lora_rank == 0 */
+    float *wkv_a, *kv_a_norm, *wkv_b; /* (kvr + rope, H), (kvr), (nh (nope + v), kvr) */
+    float *wo, *bo;              /* (H, nh v) */
+    /* feed-forward */
+    int moe;
+    mr_mlp_w mlp;                /* dense layers */
+    float *router;               /* (E, H) */
+    float *router_bias;          /* (E) deepseek e_score_correction_bias */
+    mr_mlp_w *experts;           /* (E) */
+    mr_mlp_w shared;             /* inter == 0: none */
+    float *shared_gate;          /* (1, H) qwen2_moe */
+} mr_layer_w;
+
+typedef struct mr_workspace {
+    float *x, *h, *a;     /* (T, H) */
+    float *qkv;           /* (T, max(qkv width, MLA widths)) */
+    float *q;             /* (T, nh qk) */
+    float *o;             /* (T, nh v) */
+    float *lat;           /* (T, max(qr, kvr + rope)) MLA latents */
+    float *lat2;          /* (T, kvr) */
+    float *gu;            /* (T, 2 max inter) */
+    float *act;           /* (T, max inter) */
+    float *xe, *ye;       /* (T, H) per-expert gathered rows */
+    float *router_logits; /* (T, E) */
+    int32_t *route_idx;   /* (T, k) */
+    float *route_w;       /* (T, k) */
+    int32_t *e_count, *e_offset; /* (E + 1) */
+    int32_t *perm_tok;    /* (T k) token of each routed row, grouped by expert */
+    float *perm_w;        /* (T k) */
+    float *shared_g;      /* (T) */
+    float *final_h;       /* (T, H) rows picked for logits */
+    int32_t *out_rows;
+} mr_workspace;
+
+struct mr_model {
+    mr_model_config cfg;
+    mr_model_options opt;
+    mr_backend *be;
+    float *embed;   /* (V, H) */
+    float *norm;    /* (H) */
+    float *lm_head; /* (V, H), == embed when tied */
+    mr_layer_w *layers;
+    float *rope_freq; /* (rope_dim / 2) */
+    float rope_mscale, attn_scale;
+    /* KV cache: per layer (slots, ctx, nkv, qk) and (slots, ctx, nkv, v) */
+    float **k_cache, **v_cache;
+    int kv_heads; /* heads stored in the cache (nh for MLA) */
+    mr_workspace ws;
+    uint64_t weight_bytes, bytes_read;
+    void **allocs; /* every device buffer, for mr_model_free */
+    size_t n_allocs, cap_allocs;
+};
+
+/* Weight loading (model-load.c) */
+mr_status mr_model_load_weights(mr_model *m, mr_checkpoint *ck);
+
+#endif

@@ -1,0 +1,264 @@
+/* The batched forward pass of every architecture over the backend table.
+ *
+ * Per layer (shapes for T tokens, H hidden):
+ *   h = rmsnorm(x)                       (T,H)
+ *   a = attention(h)  standard or MLA    (T,H), K/V written to the cache
+ *   x += a
+ *   h = rmsnorm(x)
+ *   a = mlp(h) or moe(h)                 (T,H)
+ *   x += a
+ * then the final norm and the LM head for the rows whose logits are asked. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/model-internal.h"
+
+#define LOGIT_CHUNK 64
+
+const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; }
+const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
+uint64_t mr_model_weight_bytes(const mr_model *m) { return m->weight_bytes; }
+uint64_t mr_model_bytes_read(const mr_model *m) { return m->bytes_read; }
+
+mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options *opt, mr_backend *be) {
+    *out = NULL;
+    mr_model *m;
+    MR_CHECK(mr_calloc((void **)&m, 1, sizeof *m, "model"));
+    m->be = be;
+    m->opt = *opt;
+    mr_checkpoint *ck = NULL;
+    mr_status st = mr_config_load(&m->cfg, path);
+    if (st != MR_OK) {
+        free(m);
+        return st;
+    }
+    const mr_model_config *c = &m->cfg;
+    if (m->opt.max_ctx <= 0) m->opt.max_ctx = c->max_pos < 4096 ? c->max_pos : 4096;
+    if (m->opt.max_ctx > c->max_pos) {
+        st = mr_error(MR_ERR_INPUT, "context of %d positions exceeds max_position_embeddings = %d of %s",
+                      m->opt.max_ctx, c->max_pos, path);
+        goto fail;
+    }
+    if (m->opt.max_slots <= 0) m->opt.max_slots = 1;
+    if (m->opt.max_step_tokens <= 0) m->opt.max_step_tokens = 256;
+    if (!m->opt.synthetic) MR_CHECK_GOTO(mr_checkpoint_open(&ck, path), st, fail);
+    MR_CHECK_GOTO(mr_model_load_weights(m, ck), st, fail);
+    mr_checkpoint_close(ck);
+    *out = m;
+    return MR_OK;
+fail:
+    mr_checkpoint_close(ck);
+    mr_model_free(m);
+    return st;
+}
+
+void mr_model_free(mr_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_allocs; i++) m->be->ops->free(m->be, m->allocs[i]);
+    free(m->allocs);
+    if (m->layers)
+        for (int l = 0; l < m->cfg.n_layers; l++) free(m->layers[l].experts);
+    free(m->layers);
+    free(m->k_cache);
+    free(m->v_cache);
+    free(m->rope_freq);
+    mr_workspace *ws = &m->ws;
+    free(ws->route_idx);
+    free(ws->perm_tok);
+    free(ws->e_count);
+    free(ws->e_offset);
+    free(ws->out_rows);
+    mr_config_free(&m->cfg);
+    free(m);
+}
+
+/* Where key (slot, pos, head 0) starts in a layer's cache. */
+static float *k_at(const mr_model *m, int l, int slot, int pos) {
+    size_t qk = (size_t)mr_config_qk_dim(&m->cfg), nkv = (size_t)m->kv_heads;
+    return m->k_cache[l] + ((size_t)slot * (size_t)m->opt.max_ctx + (size_t)pos) * nkv * qk;
+}
+static float *v_at(const mr_model *m, int l, int slot, int pos) {
+    size_t v = (size_t)mr_config_v_dim(&m->cfg), nkv = (size_t)m->kv_heads;
+    return m->v_cache[l] + ((size_t)slot * (size_t)m->opt.max_ctx + (size_t)pos) * nkv * v;
+}
+
+static void run_attention(mr_model *m, int l, const mr_batch *b) {
+    const mr_model_config *c = &m->cfg;
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    size_t qk = (size_t)mr_config_qk_dim(c), v = (size_t)mr_config_v_dim(c), nkv = (size_t)m->kv_heads;
+    size_t ctx = (size_t)m->opt.max_ctx;
+    ops->attention(m->be, ws->o, ws->q, m->k_cache[l], m->v_cache[l], b->slot, b->pos, b->ntok, c->n_heads,
+                   (int)nkv, (int)qk, (int)v, ctx * nkv * qk, ctx * nkv * v, m->attn_scale);
+}
+
+/* Standard multi-head attention with grouped KV heads (llama family). */
+static void attention_std(mr_model *m, int l, const mr_batch *b) {
+    const mr_model_config *c = &m->cfg;
+    const mr_layer_w *w = &m->layers[l];
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int T = b->ntok, H = c->hidden, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int W = (nh + 2 * nkv) * hd;
+    ops->matmul(m->be, ws->qkv, ws->h, w->wqkv, w->bqkv, T, W, H, 0); /* (T, W) */
+    if (c->qk_norm) {
+        for (int t = 0; t < T; t++) {
+            float *row = ws->qkv + (size_t)t * W;
+            ops->rmsnorm(m->be, row, row, w->q_norm, nh, hd, c->norm_eps);
+            ops->rmsnorm(m->be, row + nh * hd, row + nh * hd, w->k_norm, nkv, hd, c->norm_eps);
+        }
+    }
+    ops->rope(m->be, ws->qkv, T, nh, W, hd, 0, hd, b->pos, m->rope_freq, m->rope_mscale, c->rope_interleave);
+    ops->rope(m->be, ws->qkv + nh * hd, T, nkv, W, hd, 0, hd, b->pos, m->rope_freq, m->rope_mscale,
+              c->rope_interleave);
+    /* Split q out and store k, v in the cache (host copies: CPU backend). */
+    for (int t = 0; t < T; t++) {
+        const float *row = ws->qkv + (size_t)t * W;
+        memcpy(ws->q + (size_t)t * nh * hd, row, (size_t)nh * hd * sizeof(float));
+        memcpy(k_at(m, l, b->slot[t], b->pos[t]), row + nh * hd, (size_t)nkv * hd * sizeof(float));
+        memcpy(v_at(m, l, b->slot[t], b->pos[t]), row + (nh + nkv) * hd, (size_t)nkv * hd * sizeof(float));
+    }
+    run_attention(m, l, b);
+    ops->matmul(m->be, ws->a, ws->o, w->wo, w->bo, T, H, nh * hd, 0);
+}
+
+/* Multi-head latent attention (deepseek_v3), caching the decompressed
+ * per-head keys [nope | rope] and values. */
+static void attention_mla(mr_model *m, int l, const mr_batch *b) {
+    const mr_model_config *c = &m->cfg;
+    const mr_layer_w *w = &m->layers[l];
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int T = b->ntok, H = c->hidden, nh = c->n_heads;
+    int nope = c->qk_nope_dim, rope = c->qk_rope_dim, vd = c->v_head_dim, qk = nope + rope;
+    int kvr = c->kv_lora_rank, qr = c->q_lora_rank;
+    if (qr) {
+        ops->matmul(m->be, ws->lat, ws->h, w->wq_a, NULL, T, qr, H, 0);        /* (T, qr) */
+        ops->rmsnorm(m->be, ws->lat, ws->lat, w->q_a_norm, T, qr, c->norm_eps);
+        ops->matmul(m->be, ws->q, ws->lat, w->wq_b, NULL, T, nh * qk, qr, 0);  /* (T, nh qk) */
+    } else {
+        ops->matmul(m->be, ws->q, ws->h, w->wq, NULL, T, nh * qk, H, 0);
+    }
+    int la = kvr + rope;
+    ops->matmul(m->be, ws->lat, ws->h, w->wkv_a, NULL, T, la, H, 0);          /* (T, kvr + rope) */
+    for (int t = 0; t < T; t++)
+        memcpy(ws->lat2 + (size_t)t * kvr, ws->lat + (size_t)t * la, (size_t)kvr * sizeof(float));
+    ops->rmsnorm(m->be, ws->lat2, ws->lat2, w->kv_a_norm, T, kvr, c->norm_eps);
+    int kvw = nh * (nope + vd);
+    ops->matmul(m->be, ws->qkv, ws->lat2, w->wkv_b, NULL, T, kvw, kvr, 0);    /* (T, nh (nope + v)) */
+    ops->rope(m->be, ws->q, T, nh, nh * qk, qk, nope, rope, b->pos, m->rope_freq, m->rope_mscale,
+              c->rope_interleave);
+    ops->rope(m->be, ws->lat, T, 1, la, 0, kvr, rope, b->pos, m->rope_freq, m->rope_mscale, c->rope_interleave);
+    for (int t = 0; t < T; t++) {
+        float *kd = k_at(m, l, b->slot[t], b->pos[t]), *vdst = v_at(m, l, b->slot[t], b->pos[t]);
+        const float *kv = ws->qkv + (size_t)t * kvw, *kr = ws->lat + (size_t)t * la + kvr;
+        for (int h = 0; h < nh; h++) {
+            memcpy(kd + (size_t)h * qk, kv + (size_t)h * (nope + vd), (size_t)nope * sizeof(float));
+            memcpy(kd + (size_t)h * qk + nope, kr, (size_t)rope * sizeof(float));
+            memcpy(vdst + (size_t)h * vd, kv + (size_t)h * (nope + vd) + nope, (size_t)vd * sizeof(float));
+        }
+    }
+    run_attention(m, l, b);
+    ops->matmul(m->be, ws->a, ws->o, w->wo, NULL, T, H, nh * vd, 0);
+}
+
+/* out(T,H) = down(silu(gate x) * up x) */
+static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int H = m->cfg.hidden, I = w->inter;
+    ops->matmul(m->be, ws->gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
+    ops->silu_mul(m->be, ws->act, ws->gu, T, I);
+    ops->matmul(m->be, out, ws->act, w->down, w->down_b, T, H, I, 0);
+}
+
+/* Router, grouping of routed rows by expert (counting sort), one GEMM chain
+ * per expert over all its tokens, weighted scatter back, shared experts. */
+static void moe(mr_model *m, int l, int T) {
+    const mr_model_config *c = &m->cfg;
+    const mr_layer_w *w = &m->layers[l];
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int H = c->hidden, E = c->n_experts, K = c->top_k;
+    ops->matmul(m->be, ws->router_logits, ws->h, w->router, NULL, T, E, H, 0);
+    mr_route_params rp = {
+        .scoring = c->arch == MR_ARCH_DEEPSEEK_V3 ? MR_ROUTE_SIGMOID_GROUP : MR_ROUTE_SOFTMAX,
+        .n_experts = E, .top_k = K, .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling = c->routed_scaling, .bias = w->router_bias,
+        .n_group = c->n_group, .topk_group = c->topk_group,
+    };
+    ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, T, &rp);
+    memset(ws->e_count, 0, (size_t)(E + 1) * sizeof(int32_t));
+    for (int i = 0; i < T * K; i++) ws->e_count[ws->route_idx[i]]++;
+    ws->e_offset[0] = 0;
+    for (int e = 0; e < E; e++) ws->e_offset[e + 1] = ws->e_offset[e] + ws->e_count[e];
+    memset(ws->e_count, 0, (size_t)(E + 1) * sizeof(int32_t));
+    for (int i = 0; i < T * K; i++) {
+        int e = ws->route_idx[i], at = ws->e_offset[e] + ws->e_count[e]++;
+        ws->perm_tok[at] = i / K;
+        ws->perm_w[at] = ws->route_w[i];
+    }
+    memset(ws->a, 0, (size_t)T * H * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        int n = ws->e_count[e], off = ws->e_offset[e];
+        if (!n) continue;
+        ops->gather_rows(m->be, ws->xe, ws->h, ws->perm_tok + off, n, H);
+        mlp(m, &w->experts[e], ws->ye, ws->xe, n);
+        ops->scatter_add_rows(m->be, ws->a, ws->ye, ws->perm_tok + off, ws->perm_w + off, n, H);
+    }
+    if (w->shared.inter) {
+        mlp(m, &w->shared, ws->ye, ws->h, T);
+        if (w->shared_gate) {
+            ops->matmul(m->be, ws->shared_g, ws->h, w->shared_gate, NULL, T, 1, H, 0);
+            ops->sigmoid_gate_add(m->be, ws->a, ws->ye, ws->shared_g, T, H);
+        } else {
+            ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
+        }
+    }
+}
+
+static mr_status check_batch(const mr_model *m, const mr_batch *b) {
+    if (b->ntok <= 0 || b->ntok > m->opt.max_step_tokens)
+        return mr_error(MR_ERR_INTERNAL, "batch of %d tokens (limit %d)", b->ntok, m->opt.max_step_tokens);
+    for (int t = 0; t < b->ntok; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
+            return mr_error(MR_ERR_INPUT, "token id %d is outside the vocabulary (size %d)", b->tokens[t],
+                            m->cfg.vocab);
+        if (b->slot[t] < 0 || b->slot[t] >= m->opt.max_slots || b->pos[t] < 0 || b->pos[t] >= m->opt.max_ctx)
+            return mr_error(MR_ERR_INTERNAL, "token %d: slot %d position %d out of range", t, b->slot[t], b->pos[t]);
+    }
+    for (int i = 0; i < b->n_out; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->ntok)
+            return mr_error(MR_ERR_INTERNAL, "logit row %d out of range", b->out_rows[i]);
+    return MR_OK;
+}
+
+mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
+    MR_CHECK(check_batch(m, b));
+    const mr_model_config *c = &m->cfg;
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int T = b->ntok, H = c->hidden;
+    ops->gather_rows(m->be, ws->x, m->embed, b->tokens, T, H);
+    for (int l = 0; l < c->n_layers; l++) {
+        const mr_layer_w *w = &m->layers[l];
+        ops->rmsnorm(m->be, ws->h, ws->x, w->attn_norm, T, H, c->norm_eps);
+        if (mr_config_is_mla(c)) attention_mla(m, l, b);
+        else attention_std(m, l, b);
+        ops->add(m->be, ws->x, ws->a, (size_t)T * H);
+        ops->rmsnorm(m->be, ws->h, ws->x, w->ffn_norm, T, H, c->norm_eps);
+        if (w->moe) moe(m, l, T);
+        else mlp(m, &w->mlp, ws->a, ws->h, T);
+        ops->add(m->be, ws->x, ws->a, (size_t)T * H);
+    }
+    for (int r0 = 0; r0 < b->n_out; r0 += LOGIT_CHUNK) {
+        int n = b->n_out - r0 < LOGIT_CHUNK ? b->n_out - r0 : LOGIT_CHUNK;
+        ops->gather_rows(m->be, ws->final_h, ws->x, b->out_rows + r0, n, H);
+        ops->rmsnorm(m->be, ws->final_h, ws->final_h, m->norm, n, H, c->norm_eps);
+        ops->matmul(m->be, logits + (size_t)r0 * c->vocab, ws->final_h, m->lm_head, NULL, n, c->vocab, H, 0);
+    }
+    ops->sync(m->be);
+    return MR_OK;
+}

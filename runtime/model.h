@@ -1,0 +1,48 @@
+/* A decoder-only transformer on one backend: weights, KV cache, workspaces
+ * and the batched forward pass for every supported architecture.
+ *
+ * A forward pass takes a flat batch of tokens from many sequences (each
+ * token names its KV-cache slot and position), so prefill chunks and decode
+ * tokens of different requests share every GEMM.  Everything is sized at
+ * load time from the options: the decode loop allocates nothing. */
+#ifndef MR_MODEL_H
+#define MR_MODEL_H
+
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "runtime/config.h"
+#include "runtime/status.h"
+
+typedef struct mr_model mr_model;
+
+typedef struct mr_model_options {
+    int max_slots;      /* sequences held in the KV cache at once */
+    int max_ctx;        /* positions per sequence (0: max_position_embeddings, capped at 4096) */
+    int max_step_tokens;/* tokens in one forward pass */
+    int synthetic;      /* random weights from config.json alone */
+    uint64_t seed;      /* seed of the synthetic weights */
+} mr_model_options;
+
+typedef struct mr_batch {
+    int ntok;
+    const int32_t *tokens, *slot, *pos; /* (ntok) each */
+    int n_out;                          /* rows whose logits are wanted */
+    const int32_t *out_rows;            /* (n_out) indices into the batch */
+} mr_batch;
+
+/* Load `path` (a Hugging Face folder).  With opt->synthetic only config.json
+ * is read. */
+mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options *opt, mr_backend *be);
+void mr_model_free(mr_model *m);
+
+const mr_model_config *mr_model_get_config(const mr_model *m);
+const mr_model_options *mr_model_get_options(const mr_model *m);
+/* Bytes of weights held and bytes read from the checkpoint. */
+uint64_t mr_model_weight_bytes(const mr_model *m);
+uint64_t mr_model_bytes_read(const mr_model *m);
+
+/* Run the batch; logits is (n_out, vocab) in host memory. */
+mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits);
+
+#endif

@@ -1,0 +1,181 @@
+/* Compares moerun with transformers on a committed fixture
+ * (tests/fixtures/<name>, written by tests/reference/make_fixtures.py):
+ *   1. logits of every prompt position, all prompts in one batch, within
+ *      1e-4 of max |reference| per prompt (fp32);
+ *   2. the same with each prompt alone;
+ *   3. 16-token greedy continuations through the engine: all prompts
+ *      together, each alone, and under continuous batching with max batch 2
+ *      and a small token budget (chunked prefill) — identical ids.
+ * usage: check-reference FIXTURE_DIR */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/safetensors.h"
+
+#define MAXP 16
+#define TOL 1e-4
+
+static int np;
+static int32_t *prompt[MAXP], *greedy[MAXP];
+static int plen[MAXP], glen[MAXP];
+static float *ref_logits[MAXP];
+
+static void load_expected(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/expected.json", dir);
+    json_error_t e;
+    json_t *root = json_load_file(path, 0, &e);
+    if (!root) { fprintf(stderr, "%s:%d: %s\n", path, e.line, e.text); exit(1); }
+    json_t *ps = json_object_get(root, "prompts"), *gs = json_object_get(root, "greedy");
+    np = (int)json_array_size(ps);
+    if (np > MAXP || np != (int)json_array_size(gs)) { fprintf(stderr, "%s: bad prompt lists\n", path); exit(1); }
+    for (int i = 0; i < np; i++) {
+        json_t *p = json_array_get(ps, i), *g = json_array_get(gs, i);
+        plen[i] = (int)json_array_size(p);
+        glen[i] = (int)json_array_size(g);
+        prompt[i] = malloc(sizeof(int32_t) * (size_t)plen[i]);
+        greedy[i] = malloc(sizeof(int32_t) * (size_t)glen[i]);
+        for (int j = 0; j < plen[i]; j++) prompt[i][j] = (int32_t)json_integer_value(json_array_get(p, j));
+        for (int j = 0; j < glen[i]; j++) greedy[i][j] = (int32_t)json_integer_value(json_array_get(g, j));
+    }
+    json_decref(root);
+}
+
+static void load_ref_logits(const char *dir, int vocab) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    mr_checkpoint *ck;
+    if (mr_checkpoint_open(&ck, path) != MR_OK) { fprintf(stderr, "%s\n", mr_last_error()); exit(1); }
+    for (int i = 0; i < np; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "logits.%d", i);
+        int64_t shape[2] = {plen[i], vocab};
+        ref_logits[i] = malloc(sizeof(float) * (size_t)plen[i] * (size_t)vocab);
+        if (mr_checkpoint_read_f32(ck, name, 2, shape, MR_SLICE_ALL, ref_logits[i]) != MR_OK) {
+            fprintf(stderr, "%s\n", mr_last_error());
+            exit(1);
+        }
+    }
+    mr_checkpoint_close(ck);
+}
+
+/* max |a - ref| / max |ref| over one prompt's positions */
+static double rel_err(const float *a, const float *ref, size_t n) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    return md / (mr > 0 ? mr : 1);
+}
+
+/* Forward the given prompts in one batch (prompt k in slot k) and compare. */
+static void check_logits(mr_model *m, const int *which, int nw, const char *label) {
+    int V = mr_model_get_config(m)->vocab, T = 0;
+    for (int k = 0; k < nw; k++) T += plen[which[k]];
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)T), *slot = malloc(sizeof(int32_t) * (size_t)T);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T), *rows = malloc(sizeof(int32_t) * (size_t)T);
+    float *logits = malloc(sizeof(float) * (size_t)T * (size_t)V);
+    int t = 0;
+    for (int k = 0; k < nw; k++)
+        for (int j = 0; j < plen[which[k]]; j++, t++) {
+            tok[t] = prompt[which[k]][j];
+            slot[t] = k;
+            pos[t] = j;
+            rows[t] = t;
+        }
+    mr_batch b = {.ntok = T, .tokens = tok, .slot = slot, .pos = pos, .n_out = T, .out_rows = rows};
+    mr_status st = mr_model_forward(m, &b, logits);
+    CHECK(st == MR_OK, "%s: forward failed: %s", label, mr_last_error());
+    t = 0;
+    for (int k = 0; k < nw && st == MR_OK; k++) {
+        int i = which[k];
+        double err = rel_err(logits + (size_t)t * V, ref_logits[i], (size_t)plen[i] * V);
+        printf("  %-8s prompt %d (%2d tokens): max rel logit error %.2e\n", label, i, plen[i], err);
+        CHECK(err <= TOL, "%s: prompt %d logits differ from transformers by %.3e (> %.0e)", label, i, err, TOL);
+        t += plen[i];
+    }
+    free(tok);
+    free(slot);
+    free(pos);
+    free(rows);
+    free(logits);
+}
+
+static void check_greedy(mr_model *m, const int *which, int nw, int max_batch, int budget, const char *label) {
+    mr_request *r = calloc((size_t)nw, sizeof *r);
+    for (int k = 0; k < nw; k++) {
+        int i = which[k];
+        r[k].index = k;
+        r[k].prompt = malloc(sizeof(int32_t) * (size_t)plen[i]);
+        memcpy(r[k].prompt, prompt[i], sizeof(int32_t) * (size_t)plen[i]);
+        r[k].n_prompt = plen[i];
+        r[k].max_tokens = glen[i];
+        r[k].ignore_eos = 1;
+        r[k].sample.top_p = 1;
+        r[k].id_hash = (uint64_t)i;
+    }
+    mr_engine_options eo = {.max_batch = max_batch, .token_budget = budget};
+    mr_status st = mr_engine_run(m, r, nw, &eo, NULL, NULL, NULL);
+    CHECK(st == MR_OK, "%s: engine failed: %s", label, mr_last_error());
+    for (int k = 0; k < nw && st == MR_OK; k++) {
+        int i = which[k], same = r[k].n_out == glen[i];
+        for (int j = 0; same && j < glen[i]; j++) same = r[k].out[j] == greedy[i][j];
+        CHECK(same, "%s: prompt %d greedy continuation differs from transformers", label, i);
+        if (!same) {
+            fprintf(stderr, "   got:");
+            for (int j = 0; j < r[k].n_out; j++) fprintf(stderr, " %d", r[k].out[j]);
+            fprintf(stderr, "\n  want:");
+            for (int j = 0; j < glen[i]; j++) fprintf(stderr, " %d", greedy[i][j]);
+            fprintf(stderr, "\n");
+        }
+    }
+    for (int k = 0; k < nw; k++) mr_request_clear(&r[k]);
+    free(r);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]); return 2; }
+    const char *dir = argv[1];
+    load_expected(dir);
+    mr_backend be;
+    if (mr_backend_cpu_init(&be, 2) != 0) return 1;
+    int total = 0, maxlen = 0;
+    for (int i = 0; i < np; i++) {
+        total += plen[i];
+        if (plen[i] + glen[i] > maxlen) maxlen = plen[i] + glen[i];
+    }
+    mr_model_options mo = {.max_slots = np, .max_ctx = maxlen + 1, .max_step_tokens = total};
+    mr_model *m;
+    if (mr_model_load(&m, dir, &mo, &be) != MR_OK) {
+        fprintf(stderr, "loading %s: %s\n", dir, mr_last_error());
+        return 1;
+    }
+    const mr_model_config *c = mr_model_get_config(m);
+    printf("%s: %s, %d layers, %d prompts\n", dir, c->model_type, c->n_layers, np);
+    load_ref_logits(dir, c->vocab);
+
+    int all[MAXP];
+    for (int i = 0; i < np; i++) all[i] = i;
+    check_logits(m, all, np, "batched");
+    for (int i = 0; i < np; i++) check_logits(m, &i, 1, "alone");
+    check_greedy(m, all, np, np, total, "greedy batched");
+    for (int i = 0; i < np; i++) check_greedy(m, &i, 1, 1, total, "greedy alone");
+    check_greedy(m, all, np, 2, 5, "greedy continuous (batch 2, budget 5)");
+
+    mr_model_free(m);
+    mr_backend_cpu_free(&be);
+    for (int i = 0; i < np; i++) {
+        free(prompt[i]);
+        free(greedy[i]);
+        free(ref_logits[i]);
+    }
+    return mr_test_summary();
+}

@@ -1,0 +1,615 @@
+/* The CPU backend against plain references written here (double-precision
+ * accumulation), on random inputs of awkward sizes.  Every comparison states
+ * its tolerance relative to max |reference| and prints the first mismatches;
+ * exact identities (rope at position 0, equal keys in attention, ties in the
+ * router) are checked as well, and ops whose result must not depend on the
+ * thread count are run with 1 and 3 threads and compared bit for bit. */
+#include "harness.h"
+#include "kernels/backend.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static mr_backend B;  /* default thread count */
+static mr_backend B1; /* one thread */
+static mr_backend B3; /* three threads (more than the build machine's cores) */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double urand(void) { /* [0, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
+static void fill(float *p, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) p[i] = frand(lo, hi);
+}
+static float *falloc(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
+static double *dalloc(size_t n) { return malloc((n ? n : 1) * sizeof(double)); }
+
+/* |got - ref| <= tol * max|ref| for every element (tol absolute when the
+ * reference is all zero).  Prints up to 5 mismatches. */
+static void cmp(const char *what, const float *got, const double *ref, size_t n,
+                double tol) {
+    double mx = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(ref[i]) > mx) mx = fabs(ref[i]);
+    double lim = tol * (mx > 0.0 ? mx : 1.0);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= lim)) {
+            if (bad < 5)
+                fprintf(stderr, "  %s: [%zu] got %.9g want %.9g (|diff| %.3g > %.3g)\n",
+                        what, i, got[i], ref[i], d, lim);
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu elements off (tol %.1e x max|ref| %.4g)", what,
+          bad, n, tol, mx);
+}
+
+static void same_bits(const char *what, const void *a, const void *b, size_t bytes) {
+    CHECK(memcmp(a, b, bytes) == 0, "%s: results differ between thread counts", what);
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static void test_memory(void) {
+    for (size_t bytes = 0; bytes < 200; bytes += 37) {
+        float *p = B.ops->alloc(&B, bytes);
+        CHECK(p != NULL && (uintptr_t)p % 64 == 0, "alloc(%zu) = %p", bytes, (void *)p);
+        B.ops->free(&B, p);
+    }
+    float src[100], dst[100];
+    fill(src, 100, -1, 1);
+    float *d = B.ops->alloc(&B, sizeof src);
+    B.ops->upload(&B, d, src, sizeof src);
+    B.ops->sync(&B);
+    B.ops->download(&B, dst, d, sizeof src);
+    CHECK(memcmp(src, dst, sizeof src) == 0, "upload/download round trip");
+    B.ops->free(&B, d);
+    CHECK(B.threads >= 1 && B1.threads == 1 && B3.threads == 3, "threads %d %d %d",
+          B.threads, B1.threads, B3.threads);
+}
+
+/* ---- matmul ------------------------------------------------------------- */
+
+static void test_matmul(void) {
+    static const int shapes[][3] = {{1, 1, 1},    {1, 37, 65},   {3, 1, 17},
+                                    {7, 13, 1},   {33, 65, 129}, {64, 96, 128},
+                                    {5, 300, 257}, {1, 513, 300}, {2, 2, 2},
+                                    {300, 40, 70}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = falloc((size_t)M * K), *w = falloc((size_t)N * K), *bias = falloc(N);
+        float *y = falloc((size_t)M * N), *y0 = falloc((size_t)M * N);
+        double *ref = dalloc((size_t)M * N);
+        fill(x, (size_t)M * K, -1, 1);
+        fill(w, (size_t)N * K, -1, 1);
+        fill(bias, N, -2, 2);
+        fill(y0, (size_t)M * N, -3, 3);
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int acc = 0; acc < 2; acc++) {
+                for (size_t i = 0; i < (size_t)M * N; i++)
+                    y[i] = acc ? y0[i] : NAN; /* beta 0 must not read y */
+                B.ops->matmul(&B, y, x, w, with_bias ? bias : NULL, M, N, K, acc);
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        double a = acc ? y0[(size_t)m * N + n] : 0.0;
+                        if (with_bias) a += bias[n];
+                        for (int k = 0; k < K; k++)
+                            a += (double)x[(size_t)m * K + k] * w[(size_t)n * K + k];
+                        ref[(size_t)m * N + n] = a;
+                    }
+                char what[96];
+                snprintf(what, sizeof what, "matmul M=%d N=%d K=%d bias=%d acc=%d", M,
+                         N, K, with_bias, acc);
+                cmp(what, y, ref, (size_t)M * N, 1e-5);
+                for (size_t i = 0; i < (size_t)M * N; i++) y[i] = acc ? y0[i] : NAN;
+                B3.ops->matmul(&B3, y, x, w, with_bias ? bias : NULL, M, N, K, acc);
+                strcat(what, " threads=3");
+                cmp(what, y, ref, (size_t)M * N, 1e-5);
+            }
+        free(x); free(w); free(bias); free(y); free(y0); free(ref);
+    }
+}
+
+/* ---- rmsnorm ------------------------------------------------------------ */
+
+static void test_rmsnorm(void) {
+    static const int shapes[][2] = {{1, 1}, {1, 7}, {5, 576}, {3, 4097}, {64, 1024}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], dim = shapes[s][1];
+        size_t n = (size_t)rows * dim;
+        float *x = falloc(n), *y = falloc(n), *w = falloc(dim);
+        double *ref = dalloc(n);
+        fill(x, n, -4, 4);
+        fill(w, dim, 0.5f, 1.5f);
+        float eps = 1e-6f;
+        for (int r = 0; r < rows; r++) {
+            double ss = 0;
+            for (int i = 0; i < dim; i++) ss += (double)x[(size_t)r * dim + i] * x[(size_t)r * dim + i];
+            double inv = 1.0 / sqrt(ss / dim + eps);
+            for (int i = 0; i < dim; i++)
+                ref[(size_t)r * dim + i] = x[(size_t)r * dim + i] * inv * w[i];
+        }
+        char what[64];
+        B.ops->rmsnorm(&B, y, x, w, rows, dim, eps);
+        snprintf(what, sizeof what, "rmsnorm %dx%d", rows, dim);
+        cmp(what, y, ref, n, 1e-5);
+        B.ops->rmsnorm(&B, x, x, w, rows, dim, eps);
+        snprintf(what, sizeof what, "rmsnorm in place %dx%d", rows, dim);
+        cmp(what, x, ref, n, 1e-5);
+        free(x); free(y); free(w); free(ref);
+    }
+}
+
+/* ---- rope --------------------------------------------------------------- */
+
+/* One layout: nheads heads of head_dim values, head_stride apart, rows
+ * row_stride apart (padding beyond the heads must stay untouched). */
+static void rope_case(int ntok, int nheads, int head_dim, int pad, int rot_off,
+                      int rot_dim, float mscale, int interleaved) {
+    int head_stride = head_dim, row_stride = nheads * head_dim + pad, half = rot_dim / 2;
+    size_t n = (size_t)ntok * row_stride;
+    float *x = falloc(n), *x0 = falloc(n), *inv_freq = falloc(half);
+    double *ref = dalloc(n);
+    int32_t *pos = malloc(ntok * sizeof *pos);
+    fill(x0, n, -2, 2);
+    memcpy(x, x0, n * sizeof *x);
+    for (int i = 0; i < half; i++) inv_freq[i] = powf(10000.0f, -2.0f * i / rot_dim);
+    static const int32_t some[] = {0, 1, 17, 1000, 4095, 3, 131071};
+    for (int t = 0; t < ntok; t++) pos[t] = some[t % 7] + t / 7;
+    for (size_t i = 0; i < n; i++) ref[i] = x0[i];
+    for (int t = 0; t < ntok; t++)
+        for (int h = 0; h < nheads; h++) {
+            size_t base = (size_t)t * row_stride + (size_t)h * head_stride + rot_off;
+            for (int i = 0; i < half; i++) {
+                /* The angle is rounded to fp32 as in transformers. */
+                double th = (float)pos[t] * inv_freq[i];
+                double c = cos(th) * mscale, s = sin(th) * mscale;
+                size_t ia = interleaved ? base + 2 * i : base + i;
+                size_t ib = interleaved ? ia + 1 : ia + half;
+                ref[ia] = x0[ia] * c - x0[ib] * s;
+                ref[ib] = x0[ib] * c + x0[ia] * s;
+            }
+        }
+    B.ops->rope(&B, x, ntok, nheads, row_stride, head_stride, rot_off, rot_dim, pos,
+                inv_freq, mscale, interleaved);
+    char what[128];
+    snprintf(what, sizeof what,
+             "rope ntok=%d nh=%d hd=%d pad=%d off=%d rot=%d mscale=%g inter=%d", ntok,
+             nheads, head_dim, pad, rot_off, rot_dim, mscale, interleaved);
+    cmp(what, x, ref, n, 1e-5);
+    /* Values outside the rotary parts are untouched, bit for bit. */
+    size_t moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        int col = (int)(i % row_stride), h = col / head_dim, in = col % head_dim;
+        int rotary = h < nheads && in >= rot_off && in < rot_off + rot_dim;
+        if (!rotary && memcmp(&x[i], &x0[i], sizeof *x) != 0) moved++;
+    }
+    CHECK(moved == 0, "%s: %zu values outside the rotary part changed", what, moved);
+    if (mscale == 1.0f) {
+        /* Identities: position 0 is the identity exactly; a rotation keeps
+         * the norm of each pair. */
+        size_t bad0 = 0, badn = 0;
+        for (int t = 0; t < ntok; t++)
+            for (int h = 0; h < nheads; h++) {
+                size_t base = (size_t)t * row_stride + (size_t)h * head_stride + rot_off;
+                for (int i = 0; i < half; i++) {
+                    size_t ia = interleaved ? base + 2 * i : base + i;
+                    size_t ib = interleaved ? ia + 1 : ia + half;
+                    if (pos[t] == 0 && (x[ia] != x0[ia] || x[ib] != x0[ib])) bad0++;
+                    double r0 = (double)x0[ia] * x0[ia] + (double)x0[ib] * x0[ib];
+                    double r1 = (double)x[ia] * x[ia] + (double)x[ib] * x[ib];
+                    if (!(fabs(r1 - r0) <= 1e-5 * (r0 + 1e-30) + 1e-12)) badn++;
+                }
+            }
+        CHECK(bad0 == 0, "%s: position 0 changed %zu pairs", what, bad0);
+        CHECK(badn == 0, "%s: %zu pairs changed norm", what, badn);
+    }
+    free(x); free(x0); free(inv_freq); free(ref); free(pos);
+}
+
+static void test_rope(void) {
+    for (int inter = 0; inter < 2; inter++) {
+        rope_case(5, 3, 24, 0, 0, 24, 1.0f, inter);    /* full rotation */
+        rope_case(9, 3, 24, 5, 8, 16, 1.0f, inter);    /* MLA-like: rotary tail part */
+        rope_case(7, 2, 32, 3, 0, 8, 1.3f, inter);     /* partial rotary, mscale */
+        rope_case(3, 1, 2, 0, 0, 2, 0.7f, inter);      /* one pair */
+        rope_case(64, 8, 64, 0, 0, 64, 1.0f, inter);   /* parallel path */
+        rope_case(2, 2, 300, 1, 10, 280, 1.0f, inter); /* more pairs than one chunk */
+    }
+}
+
+/* ---- attention ---------------------------------------------------------- */
+
+typedef struct {
+    int nh, nkv, dqk, dv, cap, nslot, ntok;
+    const int32_t *slot, *pos;
+    float qscale; /* spread of q: large values test the max subtraction */
+    int equal_keys;
+} att_case;
+
+static void attention_case(const char *name, const att_case *c) {
+    size_t sk = (size_t)c->cap * c->nkv * c->dqk + 7; /* odd strides on purpose */
+    size_t sv = (size_t)c->cap * c->nkv * c->dv + 3;
+    size_t nk = sk * c->nslot, nv = sv * c->nslot;
+    size_t nq = (size_t)c->ntok * c->nh * c->dqk, no = (size_t)c->ntok * c->nh * c->dv;
+    float *k = falloc(nk), *v = falloc(nv), *q = falloc(nq);
+    float *o = falloc(no), *o1 = falloc(no), *o3 = falloc(no);
+    double *ref = dalloc(no), *sc = dalloc(c->cap);
+    /* Positions past the last one any token of the slot reaches are NaN, so
+     * reading them shows up in the result. */
+    for (size_t i = 0; i < nk; i++) k[i] = NAN;
+    for (size_t i = 0; i < nv; i++) v[i] = NAN;
+    for (int s = 0; s < c->nslot; s++) {
+        int last = -1;
+        for (int t = 0; t < c->ntok; t++)
+            if (c->slot[t] == s && c->pos[t] > last) last = c->pos[t];
+        for (int p = 0; p <= last; p++)
+            for (int g = 0; g < c->nkv; g++) {
+                float *kr = k + s * sk + ((size_t)p * c->nkv + g) * c->dqk;
+                if (c->equal_keys) {
+                    for (int i = 0; i < c->dqk; i++) kr[i] = 0.25f * (i % 5) - 0.5f;
+                } else {
+                    fill(kr, c->dqk, -1, 1);
+                }
+                fill(v + s * sv + ((size_t)p * c->nkv + g) * c->dv, c->dv, -1, 1);
+            }
+    }
+    fill(q, nq, -c->qscale, c->qscale);
+    float scale = 1.0f / sqrtf((float)c->dqk);
+    int group = c->nh / c->nkv;
+    for (int t = 0; t < c->ntok; t++)
+        for (int h = 0; h < c->nh; h++) {
+            int g = h / group, P = c->pos[t];
+            const float *qv = q + ((size_t)t * c->nh + h) * c->dqk;
+            const float *kb = k + c->slot[t] * sk + (size_t)g * c->dqk;
+            const float *vb = v + c->slot[t] * sv + (size_t)g * c->dv;
+            double mx = -INFINITY, sum = 0;
+            for (int p = 0; p <= P; p++) {
+                double d = 0;
+                for (int i = 0; i < c->dqk; i++)
+                    d += (double)qv[i] * kb[(size_t)p * c->nkv * c->dqk + i];
+                sc[p] = d * scale;
+                if (sc[p] > mx) mx = sc[p];
+            }
+            for (int p = 0; p <= P; p++) sum += sc[p] = exp(sc[p] - mx);
+            for (int i = 0; i < c->dv; i++) {
+                double a = 0;
+                for (int p = 0; p <= P; p++) a += sc[p] * vb[(size_t)p * c->nkv * c->dv + i];
+                ref[((size_t)t * c->nh + h) * c->dv + i] = a / sum;
+            }
+        }
+    B.ops->attention(&B, o, q, k, v, c->slot, c->pos, c->ntok, c->nh, c->nkv, c->dqk,
+                     c->dv, sk, sv, scale);
+    cmp(name, o, ref, no, 1e-5);
+    B1.ops->attention(&B1, o1, q, k, v, c->slot, c->pos, c->ntok, c->nh, c->nkv, c->dqk,
+                      c->dv, sk, sv, scale);
+    B3.ops->attention(&B3, o3, q, k, v, c->slot, c->pos, c->ntok, c->nh, c->nkv, c->dqk,
+                      c->dv, sk, sv, scale);
+    same_bits(name, o1, o3, no * sizeof *o);
+    if (c->equal_keys) {
+        /* All scores equal: the output is the mean of the values 0..pos. */
+        for (int t = 0; t < c->ntok; t++)
+            for (int h = 0; h < c->nh; h++)
+                for (int i = 0; i < c->dv; i++) {
+                    double a = 0;
+                    const float *vb = v + c->slot[t] * sv + (size_t)(h / group) * c->dv;
+                    for (int p = 0; p <= c->pos[t]; p++)
+                        a += vb[(size_t)p * c->nkv * c->dv + i];
+                    ref[((size_t)t * c->nh + h) * c->dv + i] = a / (c->pos[t] + 1);
+                }
+        char what[96];
+        snprintf(what, sizeof what, "%s: mean of values", name);
+        cmp(what, o, ref, no, 1e-6);
+    }
+    free(k); free(v); free(q); free(o); free(o1); free(o3); free(ref); free(sc);
+}
+
+static void test_attention(void) {
+    /* Three slots: one token at position 0, a prefill chunk 5..9, a decode
+     * token at 37; tokens interleaved across slots. */
+    static const int32_t slot[] = {1, 0, 2, 1, 1, 1, 1};
+    static const int32_t pos[] = {5, 0, 37, 6, 7, 9, 8};
+    att_case c = {8, 2, 48, 32, 40, 3, 7, slot, pos, 1.0f, 0};
+    attention_case("attention gqa 8/2 dqk48 dv32", &c);
+    c.equal_keys = 1;
+    attention_case("attention equal keys", &c);
+    c.equal_keys = 0;
+    c.dqk = c.dv = 64;
+    attention_case("attention dqk=dv=64", &c);
+    c.nh = c.nkv = 3;
+    c.dqk = 5, c.dv = 3;
+    attention_case("attention mha odd dims", &c);
+    /* Long rows cross the score chunks; large q makes the maximum move. */
+    static const int32_t slot2[] = {0, 1, 0};
+    static const int32_t pos2[] = {300, 1, 129};
+    att_case d = {4, 1, 16, 24, 301, 2, 3, slot2, pos2, 6.0f, 0};
+    attention_case("attention long, large scores", &d);
+    static const int32_t slot3[] = {0};
+    static const int32_t pos3[] = {0};
+    att_case e = {1, 1, 1, 1, 1, 1, 1, slot3, pos3, 1.0f, 0};
+    attention_case("attention 1x1", &e);
+}
+
+/* ---- element-wise ------------------------------------------------------- */
+
+static void test_silu_mul(void) {
+    static const int shapes[][2] = {{1, 1}, {3, 5}, {17, 1536}, {33, 1536}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int T = shapes[s][0], I = shapes[s][1];
+        float *gu = falloc((size_t)T * 2 * I), *o = falloc((size_t)T * I);
+        double *ref = dalloc((size_t)T * I);
+        fill(gu, (size_t)T * 2 * I, -8, 8);
+        if (I > 1) { /* exp(100) overflows: silu must still be -0 */
+            gu[0] = -100.0f;
+            gu[1] = 100.0f;
+        }
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < I; i++) {
+                double g = gu[(size_t)t * 2 * I + i], u = gu[(size_t)t * 2 * I + I + i];
+                ref[(size_t)t * I + i] = g / (1.0 + exp(-g)) * u;
+            }
+        B.ops->silu_mul(&B, o, gu, T, I);
+        char what[64];
+        snprintf(what, sizeof what, "silu_mul T=%d I=%d", T, I);
+        cmp(what, o, ref, (size_t)T * I, 1e-6);
+        free(gu); free(o); free(ref);
+    }
+}
+
+static void test_sigmoid_gate_add(void) {
+    static const int shapes[][2] = {{1, 1}, {4, 7}, {40, 1000}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int T = shapes[s][0], dim = shapes[s][1];
+        size_t n = (size_t)T * dim;
+        float *y = falloc(n), *x = falloc(n), *g = falloc(T);
+        double *ref = dalloc(n);
+        fill(y, n, -1, 1);
+        fill(x, n, -1, 1);
+        fill(g, T, -6, 6);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < dim; i++)
+                ref[(size_t)t * dim + i] = y[(size_t)t * dim + i] +
+                    x[(size_t)t * dim + i] / (1.0 + exp(-(double)g[t]));
+        B.ops->sigmoid_gate_add(&B, y, x, g, T, dim);
+        char what[64];
+        snprintf(what, sizeof what, "sigmoid_gate_add T=%d dim=%d", T, dim);
+        cmp(what, y, ref, n, 1e-6);
+        free(y); free(x); free(g); free(ref);
+    }
+}
+
+static void test_add_scale(void) {
+    static const size_t sizes[] = {1, 1001, 100003};
+    for (size_t s = 0; s < 3; s++) {
+        size_t n = sizes[s], bad = 0;
+        float *y = falloc(n), *x = falloc(n), *y0 = falloc(n);
+        fill(y0, n, -1, 1);
+        fill(x, n, -1, 1);
+        memcpy(y, y0, n * sizeof *y);
+        B.ops->add(&B, y, x, n);
+        for (size_t i = 0; i < n; i++) bad += y[i] != y0[i] + x[i];
+        CHECK(bad == 0, "add n=%zu: %zu elements differ from y + x", n, bad);
+        memcpy(y, y0, n * sizeof *y);
+        B.ops->scale(&B, y, 0.37f, n);
+        bad = 0;
+        for (size_t i = 0; i < n; i++) bad += y[i] != y0[i] * 0.37f;
+        CHECK(bad == 0, "scale n=%zu: %zu elements differ from y * s", n, bad);
+        free(y); free(x); free(y0);
+    }
+}
+
+/* ---- gather / scatter --------------------------------------------------- */
+
+static void test_gather_scatter(void) {
+    static const int shapes[][3] = {{1, 1, 1}, {10, 7, 33}, {4, 20, 5000}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int ntab = shapes[s][0], rows = shapes[s][1], dim = shapes[s][2];
+        size_t nt = (size_t)ntab * dim, nr = (size_t)rows * dim;
+        float *table = falloc(nt), *out = falloc(nr), *w = falloc(rows);
+        float *d = falloc(nt), *d1 = falloc(nt), *d3 = falloc(nt);
+        double *ref = dalloc(nt);
+        int32_t *ids = malloc(rows * sizeof *ids);
+        fill(table, nt, -1, 1);
+        fill(w, rows, -2, 2);
+        for (int r = 0; r < rows; r++) ids[r] = (r * 7 + 3) % ntab; /* repeats */
+        B.ops->gather_rows(&B, out, table, ids, rows, dim);
+        size_t bad = 0;
+        for (int r = 0; r < rows; r++)
+            bad += memcmp(out + (size_t)r * dim, table + (size_t)ids[r] * dim,
+                          dim * sizeof *out) != 0;
+        CHECK(bad == 0, "gather_rows %dx%d: %zu rows wrong", rows, dim, bad);
+        for (int weighted = 0; weighted < 2; weighted++) {
+            fill(d, nt, -1, 1);
+            memcpy(d1, d, nt * sizeof *d);
+            memcpy(d3, d, nt * sizeof *d);
+            for (size_t i = 0; i < nt; i++) ref[i] = d[i];
+            for (int r = 0; r < rows; r++)
+                for (int i = 0; i < dim; i++)
+                    ref[(size_t)ids[r] * dim + i] +=
+                        (weighted ? w[r] : 1.0) * out[(size_t)r * dim + i];
+            const float *wp = weighted ? w : NULL;
+            B.ops->scatter_add_rows(&B, d, out, ids, wp, rows, dim);
+            char what[80];
+            snprintf(what, sizeof what, "scatter_add_rows %dx%d weighted=%d", rows, dim,
+                     weighted);
+            cmp(what, d, ref, nt, 1e-6);
+            B1.ops->scatter_add_rows(&B1, d1, out, ids, wp, rows, dim);
+            B3.ops->scatter_add_rows(&B3, d3, out, ids, wp, rows, dim);
+            same_bits(what, d1, d3, nt * sizeof *d);
+        }
+        free(table); free(out); free(w); free(d); free(d1); free(d3); free(ref); free(ids);
+    }
+}
+
+/* ---- router ------------------------------------------------------------- */
+
+typedef struct { double v; int i; } keyed;
+static int by_value_desc(const void *a, const void *b) {
+    const keyed *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i;
+}
+
+/* Reference router for one token, by sorting.  Returns the smallest gap
+ * between a chosen and a rejected key (expert or group), so the caller can
+ * redraw inputs whose choice fp32 rounding could flip. */
+static double route_ref(int32_t *idx, double *w, const float *l, const mr_route_params *p) {
+    int ne = p->n_experts, k = p->top_k;
+    keyed key[512], grp[512];
+    double val[512], margin = INFINITY;
+    if (p->scoring == MR_ROUTE_SOFTMAX) {
+        double mx = -INFINITY, sum = 0;
+        for (int e = 0; e < ne; e++) mx = fmax(mx, l[e]);
+        for (int e = 0; e < ne; e++) sum += val[e] = exp(l[e] - mx);
+        for (int e = 0; e < ne; e++) val[e] /= sum, key[e] = (keyed){val[e], e};
+    } else {
+        int ng = p->n_group > 1 ? p->n_group : 1, gsz = ne / ng;
+        for (int e = 0; e < ne; e++) {
+            val[e] = 1.0 / (1.0 + exp(-(double)l[e]));
+            key[e] = (keyed){val[e] + (p->bias ? p->bias[e] : 0.0), e};
+        }
+        if (ng > 1 && p->topk_group < ng) {
+            for (int g = 0; g < ng; g++) {
+                keyed in[512];
+                memcpy(in, key + g * gsz, gsz * sizeof *in);
+                qsort(in, gsz, sizeof *in, by_value_desc);
+                grp[g] = (keyed){in[0].v + (gsz > 1 ? in[1].v : 0.0), g};
+            }
+            qsort(grp, ng, sizeof *grp, by_value_desc);
+            margin = grp[p->topk_group - 1].v - grp[p->topk_group].v;
+            for (int j = p->topk_group; j < ng; j++) /* losing groups: 0, as transformers' masked_fill */
+                for (int e = grp[j].i * gsz; e < (grp[j].i + 1) * gsz; e++)
+                    key[e].v = 0.0;
+        }
+    }
+    qsort(key, ne, sizeof *key, by_value_desc);
+    if (k < ne) margin = fmin(margin, key[k - 1].v - key[k].v);
+    double s = 0;
+    for (int j = 0; j < k; j++) idx[j] = key[j].i, s += w[j] = val[key[j].i];
+    for (int j = 0; j < k; j++) {
+        if (p->norm_topk_prob) w[j] /= s + (p->scoring == MR_ROUTE_SOFTMAX ? 0.0 : 1e-20);
+        w[j] *= p->routed_scaling;
+    }
+    return margin;
+}
+
+static void route_case(const char *name, mr_route_params p, int T, const float *given) {
+    int ne = p.n_experts, k = p.top_k;
+    float *l = falloc((size_t)T * ne), *w = falloc((size_t)T * k), *w3 = falloc((size_t)T * k);
+    double *wref = dalloc((size_t)T * k);
+    int32_t *idx = malloc((size_t)T * k * sizeof *idx), *idx3 = malloc((size_t)T * k * sizeof *idx);
+    int32_t *iref = malloc((size_t)T * k * sizeof *iref);
+    for (int t = 0; t < T; t++) {
+        float *lt = l + (size_t)t * ne;
+        if (given) memcpy(lt, given + (size_t)t * ne, ne * sizeof *lt);
+        for (int tries = 0;; tries++) {
+            if (!given) fill(lt, ne, -4, 4);
+            double m = route_ref(iref + (size_t)t * k, wref + (size_t)t * k, lt, &p);
+            if (given || m > 1e-4) break;
+            if (tries == 100) { CHECK(0, "%s: cannot draw clear inputs", name); break; }
+        }
+    }
+    B.ops->route(&B, idx, w, l, T, &p);
+    size_t bad = 0;
+    for (size_t i = 0; i < (size_t)T * k; i++)
+        if (idx[i] != iref[i] && bad++ < 5)
+            fprintf(stderr, "  %s: token %zu choice %zu: expert %d, want %d\n", name,
+                    i / k, i % k, idx[i], iref[i]);
+    CHECK(bad == 0, "%s: %zu expert ids differ from the reference", name, bad);
+    if (bad == 0) cmp(name, w, wref, (size_t)T * k, 2e-6);
+    B3.ops->route(&B3, idx3, w3, l, T, &p);
+    same_bits(name, idx, idx3, (size_t)T * k * sizeof *idx);
+    same_bits(name, w, w3, (size_t)T * k * sizeof *w);
+    free(l); free(w); free(w3); free(wref); free(idx); free(idx3); free(iref);
+}
+
+static void test_route(void) {
+    char name[96];
+    /* Softmax routers: mixtral (8 experts, top 2, normalised), qwen2_moe
+     * (60, top 4, not), qwen3_moe (128, top 8, normalised), top 1. */
+    static const int sm[][3] = {{8, 2, 1}, {60, 4, 0}, {128, 8, 1}, {64, 1, 0}, {64, 64, 1}};
+    for (size_t s = 0; s < sizeof sm / sizeof sm[0]; s++)
+        for (int T = 1; T <= 600; T += 599) {
+            mr_route_params p = {MR_ROUTE_SOFTMAX, sm[s][0], sm[s][1], sm[s][2], 1.0f,
+                                 NULL, 1, 1};
+            snprintf(name, sizeof name, "route softmax ne=%d k=%d norm=%d T=%d", sm[s][0],
+                     sm[s][1], sm[s][2], T);
+            route_case(name, p, T, NULL);
+        }
+    /* Sigmoid group routers: deepseek_v3 (256 / 8 groups / keep 4 / top 8,
+     * scaling 2.5), a small one, and one without groups or bias. */
+    float bias[256];
+    fill(bias, 256, -0.3f, 0.3f);
+    static const int sg[][5] = {{256, 8, 8, 4, 1}, {64, 6, 8, 3, 0}, {16, 2, 4, 1, 1},
+                                {64, 4, 1, 1, 1},  {32, 3, 4, 4, 0}};
+    for (size_t s = 0; s < sizeof sg / sizeof sg[0]; s++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            mr_route_params p = {MR_ROUTE_SIGMOID_GROUP, sg[s][0], sg[s][1], sg[s][4],
+                                 with_bias ? 2.5f : 1.0f, with_bias ? bias : NULL,
+                                 sg[s][2], sg[s][3]};
+            snprintf(name, sizeof name, "route sigmoid ne=%d k=%d groups %d/%d norm=%d bias=%d",
+                     sg[s][0], sg[s][1], sg[s][3], sg[s][2], sg[s][4], with_bias);
+            route_case(name, p, 300, NULL);
+        }
+    /* Group-limited: expert 1 has the best score, but its group's second
+     * best is poor, so group 0 loses and expert 1 must not be chosen. */
+    float l[16] = {-5, 5, -5, -5, 1.0f, 1.1f, 0.9f, 0.8f,
+                   0.5f, 0.5f, 0.4f, 0.3f, -1, -1, -1, -1};
+    mr_route_params pg = {MR_ROUTE_SIGMOID_GROUP, 16, 2, 1, 1.0f, NULL, 4, 2};
+    route_case("route sigmoid losing group", pg, 1, l);
+    int32_t idx[2];
+    float w[2];
+    B.ops->route(&B, idx, w, l, 1, &pg);
+    CHECK(idx[0] == 5 && idx[1] == 4, "losing group: chose %d %d, want 5 4", idx[0], idx[1]);
+    /* Ties go to the lower index. */
+    float z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    mr_route_params pt = {MR_ROUTE_SOFTMAX, 8, 3, 0, 1.0f, NULL, 1, 1};
+    int32_t it[3];
+    float wt[3];
+    B.ops->route(&B, it, wt, z, 1, &pt);
+    CHECK(it[0] == 0 && it[1] == 1 && it[2] == 2 && wt[0] == 0.125f && wt[2] == 0.125f,
+          "softmax ties: chose %d %d %d weights %g %g %g", it[0], it[1], it[2], wt[0],
+          wt[1], wt[2]);
+    /* Tied groups go to the lower index too. */
+    mr_route_params pz = {MR_ROUTE_SIGMOID_GROUP, 8, 3, 1, 1.0f, NULL, 4, 2};
+    B.ops->route(&B, it, wt, z, 1, &pz);
+    CHECK(it[0] == 0 && it[1] == 1 && it[2] == 2, "tied groups: chose %d %d %d, want 0 1 2",
+          it[0], it[1], it[2]);
+    pt.norm_topk_prob = 1;
+    B.ops->route(&B, it, wt, z, 1, &pt);
+    CHECK(fabsf(wt[0] + wt[1] + wt[2] - 1.0f) < 1e-6f, "normalised weights sum %g",
+          wt[0] + wt[1] + wt[2]);
+}
+
+int main(void) {
+    /* B last: OpenBLAS's thread count is process-wide and the last init sets it. */
+    if (mr_backend_cpu_init(&B1, 1) != 0 || mr_backend_cpu_init(&B3, 3) != 0 ||
+        mr_backend_cpu_init(&B, 0) != 0) {
+        fprintf(stderr, "cpu backend init failed\n");
+        return 1;
+    }
+    test_memory();
+    test_matmul();
+    test_rmsnorm();
+    test_rope();
+    test_attention();
+    test_silu_mul();
+    test_sigmoid_gate_add();
+    test_add_scale();
+    test_gather_scatter();
+    test_route();
+    mr_backend_cpu_free(&B1);
+    mr_backend_cpu_free(&B3);
+    mr_backend_cpu_free(&B);
+    return mr_test_summary();
+}
