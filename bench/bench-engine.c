@@ -184,8 +184,8 @@ int main(int argc, char **argv) {
             mr_model_forward(m, &d, logits);
         }
         double td = (now_s() - t0) / steps;
-        /* weights streamed per step: all of them once the batch touches every expert */
-        double gbs = wbytes / td / 1e9, gfd = 2.0 * act * B / td / 1e9;
+        /* weights streamed per step: what the last step touched (MoE: the chosen experts) */
+        double gbs = (double)mr_model_step_weight_bytes(m) / td / 1e9, gfd = 2.0 * act * B / td / 1e9;
         printf("%-10s %6d %8d %12.2f %10.1f %10.1f %8.0f%% %9.1f\n", "decode", B, B, td * 1e3, B / td, gfd,
                100 * gfd / gemm, gbs);
         if (jf) {

@@ -69,6 +69,8 @@ struct mr_model {
     int kv_heads; /* heads stored in the cache (nh for MLA) */
     mr_workspace ws;
     uint64_t weight_bytes, bytes_read;
+    uint64_t routed_expert_bytes; /* part of weight_bytes in routed experts */
+    uint64_t step_expert_bytes;   /* routed-expert bytes the last forward touched */
     void **allocs; /* every device buffer, for mr_model_free */
     size_t n_allocs, cap_allocs;
 };

@@ -200,7 +200,9 @@ static mr_status load_ffn(loader *L, mr_layer_w *w, const char *p, int layer) {
     MR_CHECK(mr_calloc((void **)&w->experts, (size_t)c->n_experts, sizeof *w->experts, "experts"));
     for (int e = 0; e < c->n_experts; e++) {
         snprintf(pre, sizeof pre, "%s.%s.experts.%d", p, blk, e);
+        uint64_t before = L->m->weight_bytes;
         MR_CHECK(load_mlp(L, &w->experts[e], pre, c->moe_intermediate, mixtral, 0));
+        L->m->routed_expert_bytes += L->m->weight_bytes - before;
     }
     if (c->shared_intermediate) {
         snprintf(pre, sizeof pre, "%s.mlp.shared_expert", p);

@@ -16,11 +16,17 @@
 #include "runtime/model-internal.h"
 
 #define LOGIT_CHUNK 64
+/* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
+ * default eps, not rms_norm_eps. */
+#define MLA_LORA_NORM_EPS 1e-6f
 
 const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; }
 const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
 uint64_t mr_model_weight_bytes(const mr_model *m) { return m->weight_bytes; }
 uint64_t mr_model_bytes_read(const mr_model *m) { return m->bytes_read; }
+uint64_t mr_model_step_weight_bytes(const mr_model *m) {
+    return m->weight_bytes - m->routed_expert_bytes + m->step_expert_bytes;
+}
 
 mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options *opt, mr_backend *be) {
     *out = NULL;
@@ -136,7 +142,7 @@ static void attention_mla(mr_model *m, int l, const mr_batch *b) {
     int kvr = c->kv_lora_rank, qr = c->q_lora_rank;
     if (qr) {
         ops->matmul(m->be, ws->lat, ws->h, w->wq_a, NULL, T, qr, H, 0);        /* (T, qr) */
-        ops->rmsnorm(m->be, ws->lat, ws->lat, w->q_a_norm, T, qr, c->norm_eps);
+        ops->rmsnorm(m->be, ws->lat, ws->lat, w->q_a_norm, T, qr, MLA_LORA_NORM_EPS);
         ops->matmul(m->be, ws->q, ws->lat, w->wq_b, NULL, T, nh * qk, qr, 0);  /* (T, nh qk) */
     } else {
         ops->matmul(m->be, ws->q, ws->h, w->wq, NULL, T, nh * qk, H, 0);
@@ -145,7 +151,7 @@ static void attention_mla(mr_model *m, int l, const mr_batch *b) {
     ops->matmul(m->be, ws->lat, ws->h, w->wkv_a, NULL, T, la, H, 0);          /* (T, kvr + rope) */
     for (int t = 0; t < T; t++)
         memcpy(ws->lat2 + (size_t)t * kvr, ws->lat + (size_t)t * la, (size_t)kvr * sizeof(float));
-    ops->rmsnorm(m->be, ws->lat2, ws->lat2, w->kv_a_norm, T, kvr, c->norm_eps);
+    ops->rmsnorm(m->be, ws->lat2, ws->lat2, w->kv_a_norm, T, kvr, MLA_LORA_NORM_EPS);
     int kvw = nh * (nope + vd);
     ops->matmul(m->be, ws->qkv, ws->lat2, w->wkv_b, NULL, T, kvw, kvr, 0);    /* (T, nh (nope + v)) */
     ops->rope(m->be, ws->q, T, nh, nh * qk, qk, nope, rope, b->pos, m->rope_freq, m->rope_mscale,
@@ -204,6 +210,7 @@ static void moe(mr_model *m, int l, int T) {
     for (int e = 0; e < E; e++) {
         int n = ws->e_count[e], off = ws->e_offset[e];
         if (!n) continue;
+        m->step_expert_bytes += (uint64_t)3 * (uint64_t)w->experts[e].inter * (uint64_t)H * sizeof(float);
         ops->gather_rows(m->be, ws->xe, ws->h, ws->perm_tok + off, n, H);
         mlp(m, &w->experts[e], ws->ye, ws->xe, n);
         ops->scatter_add_rows(m->be, ws->a, ws->ye, ws->perm_tok + off, ws->perm_w + off, n, H);
@@ -241,6 +248,7 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
     const mr_backend_ops *ops = m->be->ops;
     mr_workspace *ws = &m->ws;
     int T = b->ntok, H = c->hidden;
+    m->step_expert_bytes = 0;
     ops->gather_rows(m->be, ws->x, m->embed, b->tokens, T, H);
     for (int l = 0; l < c->n_layers; l++) {
         const mr_layer_w *w = &m->layers[l];

@@ -41,6 +41,9 @@ const mr_model_options *mr_model_get_options(const mr_model *m);
 /* Bytes of weights held and bytes read from the checkpoint. */
 uint64_t mr_model_weight_bytes(const mr_model *m);
 uint64_t mr_model_bytes_read(const mr_model *m);
+/* Weight bytes the last forward streamed: everything but the routed
+ * experts no token chose. */
+uint64_t mr_model_step_weight_bytes(const mr_model *m);
 
 /* Run the batch; logits is (n_out, vocab) in host memory. */
 mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits);
