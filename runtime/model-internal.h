@@ -52,11 +52,36 @@ typedef struct mr_workspace {
     float *shared_g;      /* (T) */
     float *final_h;       /* (T, H) rows picked for logits */
     int32_t *out_rows;
+    int32_t *embed_ids;   /* (T) local embedding rows (nv = zero row) */
+    float *logits_local;  /* (LOGIT_CHUNK, nv) */
+    float *logits_all;    /* (tp, LOGIT_CHUNK, nv) */
+    /* expert parallel exchange */
+    int *ep_scount, *ep_sdisp, *ep_rcount, *ep_rdisp; /* (ep) each */
+    int32_t *ep_send_eid, *ep_recv_eid;               /* (T k), (ep T k) */
+    int32_t *ep_send_src;                             /* (T k) routed row of each sent row */
+    float *ep_send, *ep_recv;                         /* (T k, H), (ep T k, H) */
+    int32_t *ep_order;                                /* (ep T k) */
+    uint64_t *expert_tokens;                          /* (ne) */
 } mr_workspace;
+
+#define MR_LOGIT_CHUNK 64
+
+/* Local sizes of this rank's shard. */
+typedef struct mr_local {
+    int tp, tp_rank, ep, ep_rank;
+    int lb, le;          /* layers [lb, le) */
+    int first, last;     /* first / last pipeline stage */
+    int nh, nkv;         /* heads, kv heads on this rank */
+    int inter, shared_inter;
+    int expert_inter;    /* routed expert width on this rank (sliced when ep == 1) */
+    int e0, ne;          /* local experts [e0, e0 + ne) */
+    int v0, nv;          /* vocabulary rows [v0, v0 + nv) */
+} mr_local;
 
 struct mr_model {
     mr_model_config cfg;
     mr_model_options opt;
+    mr_local loc;
     mr_backend *be;
     float *embed;   /* (V, H) */
     float *norm;    /* (H) */

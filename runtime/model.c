@@ -15,7 +15,6 @@
 
 #include "runtime/model-internal.h"
 
-#define LOGIT_CHUNK 64
 /* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
  * default eps, not rms_norm_eps. */
 #define MLA_LORA_NORM_EPS 1e-6f
@@ -24,6 +23,14 @@ const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; 
 const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
 uint64_t mr_model_weight_bytes(const mr_model *m) { return m->weight_bytes; }
 uint64_t mr_model_bytes_read(const mr_model *m) { return m->bytes_read; }
+float *mr_model_activations(mr_model *m) { return m->ws.x; }
+int mr_model_is_first_stage(const mr_model *m) { return m->loc.first; }
+int mr_model_is_last_stage(const mr_model *m) { return m->loc.last; }
+const uint64_t *mr_model_expert_tokens(const mr_model *m, int *n_local, int *first) {
+    *n_local = m->loc.ne;
+    *first = m->loc.e0;
+    return m->ws.expert_tokens;
+}
 uint64_t mr_model_step_weight_bytes(const mr_model *m) {
     return m->weight_bytes - m->routed_expert_bytes + m->step_expert_bytes;
 }
@@ -76,6 +83,13 @@ void mr_model_free(mr_model *m) {
     free(ws->e_count);
     free(ws->e_offset);
     free(ws->out_rows);
+    free(ws->embed_ids);
+    free(ws->expert_tokens);
+    free(ws->ep_scount);
+    free(ws->ep_send_eid);
+    free(ws->ep_send_src);
+    free(ws->ep_recv_eid);
+    free(ws->ep_order);
     mr_config_free(&m->cfg);
     free(m);
 }
@@ -96,7 +110,7 @@ static void run_attention(mr_model *m, int l, const mr_batch *b) {
     mr_workspace *ws = &m->ws;
     size_t qk = (size_t)mr_config_qk_dim(c), v = (size_t)mr_config_v_dim(c), nkv = (size_t)m->kv_heads;
     size_t ctx = (size_t)m->opt.max_ctx;
-    ops->attention(m->be, ws->o, ws->q, m->k_cache[l], m->v_cache[l], b->slot, b->pos, b->ntok, c->n_heads,
+    ops->attention(m->be, ws->o, ws->q, m->k_cache[l], m->v_cache[l], b->slot, b->pos, b->ntok, m->loc.nh,
                    (int)nkv, (int)qk, (int)v, ctx * nkv * qk, ctx * nkv * v, m->attn_scale);
 }
 
@@ -106,7 +120,7 @@ static void attention_std(mr_model *m, int l, const mr_batch *b) {
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
     mr_workspace *ws = &m->ws;
-    int T = b->ntok, H = c->hidden, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int T = b->ntok, H = c->hidden, nh = m->loc.nh, nkv = m->loc.nkv, hd = c->head_dim;
     int W = (nh + 2 * nkv) * hd;
     ops->matmul(m->be, ws->qkv, ws->h, w->wqkv, w->bqkv, T, W, H, 0); /* (T, W) */
     if (c->qk_norm) {
@@ -137,7 +151,7 @@ static void attention_mla(mr_model *m, int l, const mr_batch *b) {
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
     mr_workspace *ws = &m->ws;
-    int T = b->ntok, H = c->hidden, nh = c->n_heads;
+    int T = b->ntok, H = c->hidden, nh = m->loc.nh;
     int nope = c->qk_nope_dim, rope = c->qk_rope_dim, vd = c->v_head_dim, qk = nope + rope;
     int kvr = c->kv_lora_rank, qr = c->q_lora_rank;
     if (qr) {
@@ -180,21 +194,43 @@ static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int 
     ops->matmul(m->be, out, ws->act, w->down, w->down_b, T, H, I, 0);
 }
 
-/* Router, grouping of routed rows by expert (counting sort), one GEMM chain
- * per expert over all its tokens, weighted scatter back, shared experts. */
-static void moe(mr_model *m, int l, int T) {
+static mr_route_params route_params(const mr_model *m, const mr_layer_w *w) {
+    const mr_model_config *c = &m->cfg;
+    return (mr_route_params){
+        .scoring = c->arch == MR_ARCH_DEEPSEEK_V3 ? MR_ROUTE_SIGMOID_GROUP : MR_ROUTE_SOFTMAX,
+        .n_experts = c->n_experts, .top_k = c->top_k, .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling = c->routed_scaling, .bias = w->router_bias,
+        .n_group = c->n_group, .topk_group = c->topk_group,
+    };
+}
+
+/* Shared experts of a MoE layer, added into ws->a (tensor-sliced: partial
+ * sums, completed by the caller's all-reduce). */
+static void moe_shared(mr_model *m, const mr_layer_w *w, int T) {
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int H = m->cfg.hidden;
+    if (!w->shared.inter) return;
+    mlp(m, &w->shared, ws->ye, ws->h, T);
+    if (w->shared_gate) {
+        ops->matmul(m->be, ws->shared_g, ws->h, w->shared_gate, NULL, T, 1, H, 0);
+        ops->sigmoid_gate_add(m->be, ws->a, ws->ye, ws->shared_g, T, H);
+    } else {
+        ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
+    }
+}
+
+/* MoE with every expert on this rank (sliced over the tensor group when
+ * tp > 1): router, grouping of routed rows by expert (counting sort), one
+ * GEMM chain per expert over all its tokens, weighted scatter back. */
+static void moe_local(mr_model *m, int l, int T) {
     const mr_model_config *c = &m->cfg;
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
     mr_workspace *ws = &m->ws;
     int H = c->hidden, E = c->n_experts, K = c->top_k;
     ops->matmul(m->be, ws->router_logits, ws->h, w->router, NULL, T, E, H, 0);
-    mr_route_params rp = {
-        .scoring = c->arch == MR_ARCH_DEEPSEEK_V3 ? MR_ROUTE_SIGMOID_GROUP : MR_ROUTE_SOFTMAX,
-        .n_experts = E, .top_k = K, .norm_topk_prob = c->norm_topk_prob,
-        .routed_scaling = c->routed_scaling, .bias = w->router_bias,
-        .n_group = c->n_group, .topk_group = c->topk_group,
-    };
+    mr_route_params rp = route_params(m, w);
     ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, T, &rp);
     memset(ws->e_count, 0, (size_t)(E + 1) * sizeof(int32_t));
     for (int i = 0; i < T * K; i++) ws->e_count[ws->route_idx[i]]++;
@@ -210,27 +246,99 @@ static void moe(mr_model *m, int l, int T) {
     for (int e = 0; e < E; e++) {
         int n = ws->e_count[e], off = ws->e_offset[e];
         if (!n) continue;
+        ws->expert_tokens[e] += (uint64_t)n;
         m->step_expert_bytes += (uint64_t)3 * (uint64_t)w->experts[e].inter * (uint64_t)H * sizeof(float);
         ops->gather_rows(m->be, ws->xe, ws->h, ws->perm_tok + off, n, H);
         mlp(m, &w->experts[e], ws->ye, ws->xe, n);
         ops->scatter_add_rows(m->be, ws->a, ws->ye, ws->perm_tok + off, ws->perm_w + off, n, H);
     }
-    if (w->shared.inter) {
-        mlp(m, &w->shared, ws->ye, ws->h, T);
-        if (w->shared_gate) {
-            ops->matmul(m->be, ws->shared_g, ws->h, w->shared_gate, NULL, T, 1, H, 0);
-            ops->sigmoid_gate_add(m->be, ws->a, ws->ye, ws->shared_g, T, H);
-        } else {
-            ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
-        }
+    moe_shared(m, w, T);
+}
+
+/* MoE with the experts dealt out over an expert group, staged like DeepEP:
+ *   route own tokens -> rows per destination rank -> exchange counts ->
+ *   dispatch rows (+ local expert ids) with all-to-all(v) -> each local
+ *   expert runs one GEMM chain over every row it received -> combine with
+ *   the reverse all-to-all(v) -> weighted sum into the own tokens' rows.
+ * With tp > 1 each tensor rank dispatches its own contiguous share of the
+ * batch, so no routed token is computed twice; the caller's all-reduce
+ * over the tensor group completes every row. */
+static mr_status moe_ep(mr_model *m, int l, int T) {
+    const mr_model_config *c = &m->cfg;
+    const mr_layer_w *w = &m->layers[l];
+    const mr_backend_ops *ops = m->be->ops;
+    const mr_local *lo = &m->loc;
+    mr_workspace *ws = &m->ws;
+    mr_comm *ep = m->opt.shard.ep_comm;
+    int H = c->hidden, E = c->n_experts, K = c->top_k, G = lo->ep, ne = lo->ne;
+    int t0 = (int)((long)T * lo->tp_rank / lo->tp), t1 = (int)((long)T * (lo->tp_rank + 1) / lo->tp), n = t1 - t0;
+    if (n > 0) {
+        ops->matmul(m->be, ws->router_logits, ws->h + (size_t)t0 * H, w->router, NULL, n, E, H, 0);
+        mr_route_params rp = route_params(m, w);
+        ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, n, &rp);
     }
+    /* rows per destination, then the send buffer in destination order */
+    int *sc = ws->ep_scount, *sd = ws->ep_sdisp, *rc = ws->ep_rcount, *rd = ws->ep_rdisp;
+    memset(sc, 0, (size_t)G * sizeof(int));
+    for (int i = 0; i < n * K; i++) sc[ws->route_idx[i] / ne]++;
+    sd[0] = 0;
+    for (int d = 1; d < G; d++) sd[d] = sd[d - 1] + sc[d - 1];
+    int *fill = rc; /* reuse as a cursor before the counts exchange */
+    memcpy(fill, sd, (size_t)G * sizeof(int));
+    for (int i = 0; i < n * K; i++) {
+        int e = ws->route_idx[i], d = e / ne, at = fill[d]++;
+        ws->ep_send_eid[at] = e - d * ne;
+        ws->ep_send_src[at] = i;
+        ws->perm_tok[at] = t0 + i / K;
+        ws->perm_w[at] = ws->route_w[i];
+    }
+    int nsend = n * K;
+    if (nsend) ops->gather_rows(m->be, ws->ep_send, ws->h, ws->perm_tok, nsend, H);
+    /* exchange counts: one int to every peer */
+    int ones[256], disp[256];
+    if (G > 256) return mr_error(MR_ERR_UNSUPPORTED, "expert groups of more than 256 ranks");
+    for (int d = 0; d < G; d++) ones[d] = 1, disp[d] = d;
+    MR_CHECK(ep->ops->alltoallv(ep, sc, ones, disp, rc, ones, disp, sizeof(int)));
+    rd[0] = 0;
+    for (int d = 1; d < G; d++) rd[d] = rd[d - 1] + rc[d - 1];
+    int nrecv = rd[G - 1] + rc[G - 1];
+    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send_eid, sc, sd, ws->ep_recv_eid, rc, rd, sizeof(int32_t)));
+    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send, sc, sd, ws->ep_recv, rc, rd, (size_t)H * sizeof(float)));
+    /* group received rows by local expert */
+    memset(ws->e_count, 0, (size_t)(ne + 1) * sizeof(int32_t));
+    for (int j = 0; j < nrecv; j++) ws->e_count[ws->ep_recv_eid[j]]++;
+    ws->e_offset[0] = 0;
+    for (int e = 0; e < ne; e++) ws->e_offset[e + 1] = ws->e_offset[e] + ws->e_count[e];
+    memset(ws->e_count, 0, (size_t)(ne + 1) * sizeof(int32_t));
+    for (int j = 0; j < nrecv; j++) {
+        int e = ws->ep_recv_eid[j];
+        ws->ep_order[ws->e_offset[e] + ws->e_count[e]++] = j;
+    }
+    if (nrecv) ops->gather_rows(m->be, ws->xe, ws->ep_recv, ws->ep_order, nrecv, H);
+    for (int e = 0; e < ne; e++) {
+        int cnt = ws->e_count[e], off = ws->e_offset[e];
+        if (!cnt) continue;
+        ws->expert_tokens[e] += (uint64_t)cnt;
+        m->step_expert_bytes += (uint64_t)3 * (uint64_t)w->experts[e].inter * (uint64_t)H * sizeof(float);
+        mlp(m, &w->experts[e], ws->ye + (size_t)off * H, ws->xe + (size_t)off * H, cnt);
+    }
+    /* back to received order: ep_recv[order[k]] = ye[k] */
+    if (nrecv) {
+        memset(ws->ep_recv, 0, (size_t)nrecv * H * sizeof(float));
+        ops->scatter_add_rows(m->be, ws->ep_recv, ws->ye, ws->ep_order, NULL, nrecv, H);
+    }
+    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)));
+    if (T > 0) memset(ws->a, 0, (size_t)T * H * sizeof(float));
+    if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
+    if (T > 0) moe_shared(m, w, T);
+    return MR_OK;
 }
 
 static mr_status check_batch(const mr_model *m, const mr_batch *b) {
-    if (b->ntok <= 0 || b->ntok > m->opt.max_step_tokens)
+    if (b->ntok < 0 || b->ntok > m->opt.max_step_tokens)
         return mr_error(MR_ERR_INTERNAL, "batch of %d tokens (limit %d)", b->ntok, m->opt.max_step_tokens);
     for (int t = 0; t < b->ntok; t++) {
-        if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
+        if (m->loc.first && (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab))
             return mr_error(MR_ERR_INPUT, "token id %d is outside the vocabulary (size %d)", b->tokens[t],
                             m->cfg.vocab);
         if (b->slot[t] < 0 || b->slot[t] >= m->opt.max_slots || b->pos[t] < 0 || b->pos[t] >= m->opt.max_ctx)
@@ -242,31 +350,82 @@ static mr_status check_batch(const mr_model *m, const mr_batch *b) {
     return MR_OK;
 }
 
+static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) {
+    if (m->loc.tp == 1 || n == 0) return MR_OK;
+    mr_comm *c = m->opt.shard.tp_comm;
+    return c->ops->allreduce_sum_f32(c, buf, n);
+}
+
+/* Embedding of the local vocabulary rows; tokens of other ranks read the
+ * zero row, and the tensor all-reduce completes every row. */
+static mr_status embed(mr_model *m, const mr_batch *b) {
+    const mr_local *lo = &m->loc;
+    int H = m->cfg.hidden;
+    for (int t = 0; t < b->ntok; t++) {
+        int id = b->tokens[t] - lo->v0;
+        m->ws.embed_ids[t] = (id >= 0 && id < lo->nv) ? id : lo->nv;
+    }
+    m->be->ops->gather_rows(m->be, m->ws.x, m->embed, m->ws.embed_ids, b->ntok, H);
+    return tp_allreduce(m, m->ws.x, (size_t)b->ntok * H);
+}
+
+/* Final norm and LM head of the rows asked for; with tp > 1 each rank's
+ * vocabulary slice is all-gathered into full rows. */
+static mr_status lm_head(mr_model *m, const mr_batch *b, float *logits) {
+    const mr_model_config *c = &m->cfg;
+    const mr_backend_ops *ops = m->be->ops;
+    const mr_local *lo = &m->loc;
+    mr_workspace *ws = &m->ws;
+    int H = c->hidden, V = c->vocab, nv = lo->nv;
+    for (int r0 = 0; r0 < b->n_out; r0 += MR_LOGIT_CHUNK) {
+        int n = b->n_out - r0 < MR_LOGIT_CHUNK ? b->n_out - r0 : MR_LOGIT_CHUNK;
+        ops->gather_rows(m->be, ws->final_h, ws->x, b->out_rows + r0, n, H);
+        ops->rmsnorm(m->be, ws->final_h, ws->final_h, m->norm, n, H, c->norm_eps);
+        if (lo->tp == 1) {
+            ops->matmul(m->be, logits + (size_t)r0 * V, ws->final_h, m->lm_head, NULL, n, V, H, 0);
+            continue;
+        }
+        ops->matmul(m->be, ws->logits_local, ws->final_h, m->lm_head, NULL, n, nv, H, 0);
+        mr_comm *tc = m->opt.shard.tp_comm;
+        MR_CHECK(tc->ops->allgather(tc, ws->logits_local, ws->logits_all, (size_t)n * nv * sizeof(float)));
+        for (int r = 0; r < lo->tp; r++)
+            for (int i = 0; i < n; i++)
+                memcpy(logits + (size_t)(r0 + i) * V + (size_t)r * nv, ws->logits_all + ((size_t)r * n + i) * nv,
+                       (size_t)nv * sizeof(float));
+    }
+    return MR_OK;
+}
+
 mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
     MR_CHECK(check_batch(m, b));
     const mr_model_config *c = &m->cfg;
     const mr_backend_ops *ops = m->be->ops;
+    const mr_local *lo = &m->loc;
     mr_workspace *ws = &m->ws;
     int T = b->ntok, H = c->hidden;
     m->step_expert_bytes = 0;
-    ops->gather_rows(m->be, ws->x, m->embed, b->tokens, T, H);
-    for (int l = 0; l < c->n_layers; l++) {
+    if (T == 0) { /* nothing to compute, but the expert exchanges need us */
+        if (lo->ep > 1)
+            for (int l = lo->lb; l < lo->le; l++)
+                if (m->layers[l].moe) MR_CHECK(moe_ep(m, l, 0));
+        return MR_OK;
+    }
+    if (lo->first) MR_CHECK(embed(m, b));
+    for (int l = lo->lb; l < lo->le; l++) {
         const mr_layer_w *w = &m->layers[l];
         ops->rmsnorm(m->be, ws->h, ws->x, w->attn_norm, T, H, c->norm_eps);
         if (mr_config_is_mla(c)) attention_mla(m, l, b);
         else attention_std(m, l, b);
+        MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);
         ops->rmsnorm(m->be, ws->h, ws->x, w->ffn_norm, T, H, c->norm_eps);
-        if (w->moe) moe(m, l, T);
-        else mlp(m, &w->mlp, ws->a, ws->h, T);
+        if (!w->moe) mlp(m, &w->mlp, ws->a, ws->h, T);
+        else if (lo->ep > 1) MR_CHECK(moe_ep(m, l, T));
+        else moe_local(m, l, T);
+        MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);
     }
-    for (int r0 = 0; r0 < b->n_out; r0 += LOGIT_CHUNK) {
-        int n = b->n_out - r0 < LOGIT_CHUNK ? b->n_out - r0 : LOGIT_CHUNK;
-        ops->gather_rows(m->be, ws->final_h, ws->x, b->out_rows + r0, n, H);
-        ops->rmsnorm(m->be, ws->final_h, ws->final_h, m->norm, n, H, c->norm_eps);
-        ops->matmul(m->be, logits + (size_t)r0 * c->vocab, ws->final_h, m->lm_head, NULL, n, c->vocab, H, 0);
-    }
+    if (lo->last) MR_CHECK(lm_head(m, b, logits));
     ops->sync(m->be);
     return MR_OK;
 }

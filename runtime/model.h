@@ -11,10 +11,25 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
+#include "runtime/comm.h"
 #include "runtime/config.h"
 #include "runtime/status.h"
 
 typedef struct mr_model mr_model;
+
+/* This rank's part of the model (all zero: the whole model on one rank).
+ * Tensor parallelism splits heads, intermediate sizes and the vocabulary
+ * over tp ranks (Megatron style: column-parallel in, row-parallel out, one
+ * all-reduce per block).  With ep > 1 the routed experts are not sliced
+ * but dealt out, n_experts / ep per rank, and each token is dispatched by
+ * exactly one rank of its tensor group. */
+typedef struct mr_model_shard {
+    int tp, tp_rank;
+    int layer_begin, layer_end; /* this pipeline stage's layers [begin, end) */
+    int ep, ep_rank;
+    mr_comm *tp_comm;           /* tp > 1 */
+    mr_comm *ep_comm;           /* ep > 1 */
+} mr_model_shard;
 
 typedef struct mr_model_options {
     int max_slots;      /* sequences held in the KV cache at once */
@@ -22,6 +37,7 @@ typedef struct mr_model_options {
     int max_step_tokens;/* tokens in one forward pass */
     int synthetic;      /* random weights from config.json alone */
     uint64_t seed;      /* seed of the synthetic weights */
+    mr_model_shard shard;
 } mr_model_options;
 
 typedef struct mr_batch {
@@ -45,7 +61,19 @@ uint64_t mr_model_bytes_read(const mr_model *m);
  * experts no token chose. */
 uint64_t mr_model_step_weight_bytes(const mr_model *m);
 
-/* Run the batch; logits is (n_out, vocab) in host memory. */
+/* Run the batch through this rank's layers.  The first stage embeds
+ * b->tokens; a later stage reads its input rows from
+ * mr_model_activations() (filled by the caller).  The last stage writes
+ * logits (n_out, vocab) in host memory; an earlier stage leaves its output
+ * rows in mr_model_activations().  A batch of 0 tokens still joins the
+ * expert exchanges (ep > 1). */
 mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits);
+/* (max_step_tokens, hidden) host buffer of the activations between stages. */
+float *mr_model_activations(mr_model *m);
+int mr_model_is_first_stage(const mr_model *m);
+int mr_model_is_last_stage(const mr_model *m);
+/* Routed tokens each local expert computed so far (n_local_experts values),
+ * and the index of the first local expert. */
+const uint64_t *mr_model_expert_tokens(const mr_model *m, int *n_local, int *first);
 
 #endif

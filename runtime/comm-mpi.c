@@ -1,0 +1,191 @@
+/* mr_comm on MPI: host buffers, any transport Open MPI selects.  Message
+ * sizes above INT_MAX are sent in pieces. */
+#include <limits.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/comm.h"
+
+#define MPI_CHECK(call)                                                                    \
+    do {                                                                                   \
+        int mr_rc_ = (call);                                                               \
+        if (mr_rc_ != MPI_SUCCESS) {                                                       \
+            char mr_es_[MPI_MAX_ERROR_STRING];                                             \
+            int mr_el_ = 0;                                                                \
+            MPI_Error_string(mr_rc_, mr_es_, &mr_el_);                                     \
+            return mr_error(MR_ERR_INTERNAL, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, mr_es_); \
+        }                                                                                  \
+    } while (0)
+
+#define MAX_PIECE ((size_t)1 << 30)
+
+static MPI_Comm mc(mr_comm *c) { return *(MPI_Comm *)c->impl; }
+
+static mr_status m_allreduce_sum(mr_comm *c, float *buf, size_t n) {
+    for (size_t off = 0; off < n; off += MAX_PIECE / 4) {
+        size_t k = n - off < MAX_PIECE / 4 ? n - off : MAX_PIECE / 4;
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, mc(c)));
+    }
+    return MR_OK;
+}
+
+static mr_status m_allreduce_max(mr_comm *c, int *v, int n) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, mc(c)));
+    return MR_OK;
+}
+
+static mr_status m_allgather(mr_comm *c, const void *send, void *recv, size_t bytes) {
+    if (bytes > INT_MAX) return mr_error(MR_ERR_INTERNAL, "allgather of %zu bytes per rank", bytes);
+    MPI_CHECK(MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, mc(c)));
+    return MR_OK;
+}
+
+static mr_status m_alltoallv(mr_comm *c, const void *send, const int *sc, const int *sd, void *recv, const int *rc,
+                             const int *rd, size_t elem) {
+    MPI_Datatype t;
+    MPI_CHECK(MPI_Type_contiguous((int)elem, MPI_BYTE, &t));
+    MPI_CHECK(MPI_Type_commit(&t));
+    int rc_ = MPI_Alltoallv(send, sc, sd, t, recv, rc, rd, t, mc(c));
+    MPI_Type_free(&t);
+    MPI_CHECK(rc_);
+    return MR_OK;
+}
+
+static mr_status m_send(mr_comm *c, const void *buf, size_t bytes, int peer, int tag) {
+    const char *p = buf;
+    do {
+        size_t k = bytes < MAX_PIECE ? bytes : MAX_PIECE;
+        MPI_CHECK(MPI_Send(p, (int)k, MPI_BYTE, peer, tag, mc(c)));
+        p += k;
+        bytes -= k;
+    } while (bytes > 0);
+    return MR_OK;
+}
+
+static mr_status m_recv(mr_comm *c, void *buf, size_t bytes, int peer, int tag) {
+    char *p = buf;
+    do {
+        size_t k = bytes < MAX_PIECE ? bytes : MAX_PIECE;
+        MPI_Status s;
+        MPI_CHECK(MPI_Recv(p, (int)k, MPI_BYTE, peer, tag, mc(c), &s));
+        int got;
+        MPI_Get_count(&s, MPI_BYTE, &got);
+        if ((size_t)got != k)
+            return mr_error(MR_ERR_INTERNAL, "message from rank %d (tag %d): %d bytes, expected %zu", peer, tag, got, k);
+        p += k;
+        bytes -= k;
+    } while (bytes > 0);
+    return MR_OK;
+}
+
+static mr_status m_recv_any(mr_comm *c, int tag, int block, void **buf, size_t *bytes, int *peer, int *got) {
+    MPI_Status s;
+    int flag = 1;
+    *got = 0;
+    if (block) MPI_CHECK(MPI_Probe(MPI_ANY_SOURCE, tag, mc(c), &s));
+    else MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, tag, mc(c), &flag, &s));
+    if (!flag) return MR_OK;
+    int n;
+    MPI_Get_count(&s, MPI_BYTE, &n);
+    *buf = malloc(n ? (size_t)n : 1);
+    if (!*buf) return mr_error(MR_ERR_NOMEM, "out of memory receiving %d bytes", n);
+    MPI_CHECK(MPI_Recv(*buf, n, MPI_BYTE, s.MPI_SOURCE, tag, mc(c), MPI_STATUS_IGNORE));
+    *bytes = (size_t)n;
+    *peer = s.MPI_SOURCE;
+    *got = 1;
+    return MR_OK;
+}
+
+static mr_status m_bcast(mr_comm *c, void *buf, size_t bytes, int root) {
+    char *p = buf;
+    do {
+        size_t k = bytes < MAX_PIECE ? bytes : MAX_PIECE;
+        MPI_CHECK(MPI_Bcast(p, (int)k, MPI_BYTE, root, mc(c)));
+        p += k;
+        bytes -= k;
+    } while (bytes > 0);
+    return MR_OK;
+}
+
+static mr_status m_barrier(mr_comm *c) {
+    MPI_CHECK(MPI_Barrier(mc(c)));
+    return MR_OK;
+}
+
+static void m_destroy(mr_comm *c) {
+    MPI_Comm *m = c->impl;
+    if (*m != MPI_COMM_WORLD && *m != MPI_COMM_NULL) MPI_Comm_free(m);
+    free(m);
+    free(c);
+}
+
+static const mr_comm_ops mpi_ops = {
+    .name = "mpi",
+    .allreduce_sum_f32 = m_allreduce_sum,
+    .allreduce_max_i32 = m_allreduce_max,
+    .allgather = m_allgather,
+    .alltoallv = m_alltoallv,
+    .send = m_send,
+    .recv = m_recv,
+    .recv_any = m_recv_any,
+    .bcast = m_bcast,
+    .barrier = m_barrier,
+    .destroy = m_destroy,
+};
+
+static mr_status wrap(MPI_Comm comm, mr_comm **out) {
+    mr_comm *c = calloc(1, sizeof *c);
+    MPI_Comm *m = malloc(sizeof *m);
+    if (!c || !m) {
+        free(c);
+        free(m);
+        return mr_error(MR_ERR_NOMEM, "out of memory");
+    }
+    *m = comm;
+    c->ops = &mpi_ops;
+    c->impl = m;
+    MPI_Comm_rank(comm, &c->rank);
+    MPI_Comm_size(comm, &c->size);
+    *out = c;
+    return MR_OK;
+}
+
+int mr_comm_mpi_initialized(void) {
+    int f = 0;
+    MPI_Initialized(&f);
+    return f;
+}
+
+mr_status mr_comm_mpi_init(int *argc, char ***argv, mr_comm **world) {
+    if (!mr_comm_mpi_initialized()) {
+        int provided;
+        MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    }
+    /* Errors come back as codes so that the failing rank can report them. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    return wrap(MPI_COMM_WORLD, world);
+}
+
+mr_status mr_comm_mpi_split(mr_comm *parent, int color, int key, mr_comm **out) {
+    MPI_Comm n;
+    MPI_CHECK(MPI_Comm_split(mc(parent), color, key, &n));
+    MPI_Comm_set_errhandler(n, MPI_ERRORS_RETURN);
+    return wrap(n, out);
+}
+
+mr_status mr_comm_mpi_split_node(mr_comm *parent, mr_comm **out) {
+    MPI_Comm n;
+    MPI_CHECK(MPI_Comm_split_type(mc(parent), MPI_COMM_TYPE_SHARED, parent->rank, MPI_INFO_NULL, &n));
+    return wrap(n, out);
+}
+
+void mr_comm_mpi_abort(mr_comm *world, int code) {
+    MPI_Abort(world ? mc(world) : MPI_COMM_WORLD, code);
+}
+
+void mr_comm_mpi_finalize(void) {
+    int f = 0;
+    MPI_Finalized(&f);
+    if (!f && mr_comm_mpi_initialized()) MPI_Finalize();
+}

@@ -1,0 +1,60 @@
+/* The communicator interface: collectives and point-to-point over a group
+ * of ranks (tensor, pipeline, data, expert groups are each one mr_comm).
+ *
+ * Implemented on MPI (host memory, whatever transport Open MPI picks);
+ * the NCCL implementation plugs into the same table.  Every call returns
+ * mr_status with the library's own error string on failure. */
+#ifndef MR_COMM_H
+#define MR_COMM_H
+
+#include <stddef.h>
+
+#include "runtime/status.h"
+
+typedef struct mr_comm mr_comm;
+
+typedef struct mr_comm_ops {
+    const char *name;
+    /* buf(n) = sum over ranks, in place */
+    mr_status (*allreduce_sum_f32)(mr_comm *c, float *buf, size_t n);
+    /* v(n) = max over ranks, in place */
+    mr_status (*allreduce_max_i32)(mr_comm *c, int *v, int n);
+    /* recv(size * bytes) = every rank's send(bytes), in rank order */
+    mr_status (*allgather)(mr_comm *c, const void *send, void *recv, size_t bytes);
+    /* element counts and displacements per peer, elements of elem_bytes */
+    mr_status (*alltoallv)(mr_comm *c, const void *send, const int *scounts, const int *sdispls, void *recv,
+                           const int *rcounts, const int *rdispls, size_t elem_bytes);
+    mr_status (*send)(mr_comm *c, const void *buf, size_t bytes, int peer, int tag);
+    mr_status (*recv)(mr_comm *c, void *buf, size_t bytes, int peer, int tag);
+    /* receive a message of unknown size from any peer with `tag`, if one is
+     * waiting (block=0) or once one arrives (block=1); *buf is malloc'ed. */
+    mr_status (*recv_any)(mr_comm *c, int tag, int block, void **buf, size_t *bytes, int *peer, int *got);
+    mr_status (*bcast)(mr_comm *c, void *buf, size_t bytes, int root);
+    mr_status (*barrier)(mr_comm *c);
+    void (*destroy)(mr_comm *c);
+} mr_comm_ops;
+
+struct mr_comm {
+    const mr_comm_ops *ops;
+    int rank, size;
+    void *impl;
+};
+
+/* ---- MPI ----------------------------------------------------------- */
+
+/* MPI_Init_thread (if not yet initialised); world communicator. */
+mr_status mr_comm_mpi_init(int *argc, char ***argv, mr_comm **world);
+/* Split `parent` into groups by color, ordered by key. */
+mr_status mr_comm_mpi_split(mr_comm *parent, int color, int key, mr_comm **out);
+/* Ranks on the same node as this one (MPI_COMM_TYPE_SHARED). */
+mr_status mr_comm_mpi_split_node(mr_comm *parent, mr_comm **out);
+/* End every rank of the job now with `code` (after this rank's message). */
+void mr_comm_mpi_abort(mr_comm *world, int code);
+void mr_comm_mpi_finalize(void);
+int mr_comm_mpi_initialized(void);
+
+static inline void mr_comm_destroy(mr_comm *c) {
+    if (c) c->ops->destroy(c);
+}
+
+#endif
