@@ -4,5 +4,6 @@
 #define MR_COMMANDS_H
 
 int mr_cmd_generate(int argc, char **argv);
+int mr_cmd_plan(int argc, char **argv);
 
 #endif

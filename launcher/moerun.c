@@ -12,6 +12,7 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  generate   run a JSONL file of requests through a model, write a JSONL of results\n"
+            "  plan       check a plan YAML against the world size and the model, show each rank's share\n"
             "  version    print the version\n"
             "  help       this text\n"
             "\n"
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate")) return mr_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plan")) return mr_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("moerun %s\n", MR_VERSION);
         return 0;
