@@ -1,5 +1,12 @@
-/* moerun generate: read requests, run them with continuous batching, write
- * one result line per input line in input order. */
+/* moerun generate: read requests, run them with continuous batching over the
+ * ranks the plan lays out, write one result line per input line in input
+ * order (world rank 0 writes; the other replicas send their lines to it).
+ *
+ * Order of work, so that bad input costs nothing: options and plan ->
+ * model config -> plan check against model and world -> input file ->
+ * output file -> communicators -> weights -> generation.  Failures that
+ * every rank sees alike exit cleanly with status 2 (rank 0 prints);
+ * failures of one rank abort the whole job with that rank's message. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <stdio.h>
@@ -7,30 +14,39 @@
 #include <string.h>
 
 #include "launcher/commands.h"
+#include "runtime/comm.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
+#include "runtime/plan.h"
 #include "runtime/requests.h"
 #include "topology/topology.h"
 
+enum { TAG_RESULT = 201 };
+
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moerun generate --model PATH --input IN.jsonl --output OUT.jsonl [options]\n"
+            "usage: [mpirun -np N] moerun generate [--plan PLAN.yaml] --model PATH --input IN.jsonl --output OUT.jsonl\n"
+            "                      [options]\n"
             "\n"
             "Runs every request of IN.jsonl and writes one JSON line per input line to OUT.jsonl,\n"
             "in input order.  Input lines: {\"id\": ..., \"tokens\": [ids], \"max_tokens\": N,\n"
             "\"temperature\": T, \"top_p\": P, \"top_k\": K, \"seed\": S, \"stop_token_ids\": [...],\n"
             "\"ignore_eos\": bool}; only \"tokens\" is required.  A bad line gets an error record\n"
-            "naming its line number and the job goes on.\n"
+            "naming its line number and the job goes on.  Options override the plan file.\n"
             "\n"
-            "model:\n"
+            "plan and model:\n"
+            "  --plan PATH            YAML plan (see configs/); without one, a one-rank plan\n"
+            "  --set KEY=VALUE        override a plan key, e.g. --set parallel.tensor=2\n"
+            "  --data N, --tensor N, --pipeline N, --expert N, --micro-batches N\n"
+            "                         parallel sizes (shortcuts for --set parallel.*)\n"
             "  --model PATH           Hugging Face checkpoint folder (config.json + *.safetensors)\n"
             "  --synthetic-weights    random weights from config.json alone (benchmarks)\n"
             "  --weights-seed N       seed of the synthetic weights (default 1)\n"
             "batching:\n"
-            "  --max-batch N          sequences decoded together (default 32)\n"
+            "  --max-batch N          sequences decoded together per replica (default 32)\n"
             "  --token-budget N       tokens per forward step, prefill chunks included (default 512)\n"
             "  --max-context N        positions per sequence (default: the model's, at most 4096)\n"
-            "  --threads N            CPU threads (default: the cores this process is bound to)\n"
+            "  --threads N            CPU threads per rank (default: the cores this rank is bound to)\n"
             "request defaults (a request's own fields win):\n"
             "  --max-tokens N         tokens to generate (default 128)\n"
             "  --temperature T        0 = greedy (default 0)\n"
@@ -44,151 +60,359 @@ static void usage(FILE *f) {
             "  --quiet                no progress or summary on stderr\n"
             "  -h, --help             this text\n"
             "\n"
-            "Exit status: 0 success (also when some lines got error records), 2 bad input or options,\n"
-            "1 internal failure.\n");
-}
-
-typedef struct gen_ctx {
-    mr_output *out;
-    int total, done, quiet;
-} gen_ctx;
-
-static mr_status on_done(void *user, mr_request *r) {
-    gen_ctx *g = user;
-    g->done++;
-    if (r->finish == MR_FINISH_ERROR)
-        MR_WARN("line %d: %s", r->line, r->error ? r->error : "error");
-    return mr_output_put(g->out, r);
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == 0 || *end || v < lo || v > 1 << 30) {
-        fprintf(stderr, "moerun generate: %s needs an integer >= %d (got '%s')\n", opt, lo, s);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
-static int parse_float(const char *opt, const char *s, float lo, float hi, float *out) {
-    char *end;
-    float v = strtof(s, &end);
-    if (*s == 0 || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "moerun generate: %s needs a number in [%g, %g] (got '%s')\n", opt, lo, hi, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
+            "Exit status: 0 success (also when some lines got error records), 2 bad input, plan or\n"
+            "options, 1 internal failure; every rank exits non-zero when one fails.\n");
 }
 
 enum {
-    OPT_MODEL = 256, OPT_INPUT, OPT_OUTPUT, OPT_SYNTH, OPT_WSEED, OPT_BATCH, OPT_BUDGET, OPT_CTX, OPT_THREADS,
-    OPT_MAXTOK, OPT_TEMP, OPT_TOPP, OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET,
+    OPT_PLAN = 256, OPT_SET, OPT_DATA, OPT_TENSOR, OPT_PIPELINE, OPT_EXPERT, OPT_MICRO, OPT_MODEL, OPT_INPUT,
+    OPT_OUTPUT, OPT_SYNTH, OPT_WSEED, OPT_BATCH, OPT_BUDGET, OPT_CTX, OPT_THREADS, OPT_MAXTOK, OPT_TEMP, OPT_TOPP,
+    OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET,
 };
+
+/* Options that are plan keys, by option id. */
+static const char *plan_key_of(int opt) {
+    switch (opt) {
+    case OPT_DATA: return "parallel.data";
+    case OPT_TENSOR: return "parallel.tensor";
+    case OPT_PIPELINE: return "parallel.pipeline";
+    case OPT_EXPERT: return "parallel.expert";
+    case OPT_MICRO: return "parallel.micro_batches";
+    case OPT_MODEL: return "model";
+    case OPT_INPUT: return "input";
+    case OPT_OUTPUT: return "output";
+    case OPT_BATCH: return "generation.max_batch";
+    case OPT_BUDGET: return "generation.token_budget";
+    case OPT_CTX: return "generation.max_context";
+    case OPT_THREADS: return "runtime.threads";
+    case OPT_MAXTOK: return "generation.max_tokens";
+    case OPT_TEMP: return "generation.temperature";
+    case OPT_TOPP: return "generation.top_p";
+    case OPT_TOPK: return "generation.top_k";
+    case OPT_SEED: return "generation.seed";
+    default: return NULL;
+    }
+}
+
+typedef struct job {
+    mr_comm *world, *tp, *pipe, *ep, *lock;
+    mr_plan plan;
+    mr_rank_coords me;
+    int reporter; /* stage 0, tensor 0: this rank reports its replica's results */
+    mr_output *out;
+    char **lines; /* results of this replica, for rank 0 (reporter != rank 0) */
+    int *line_idx, n_lines;
+    int done, total;
+} job;
+
+static mr_status on_done(void *user, mr_request *r) {
+    job *j = user;
+    j->done++;
+    if (!j->reporter) return MR_OK;
+    if (r->finish == MR_FINISH_ERROR) MR_WARN("line %d: %s", r->line, r->error ? r->error : "error");
+    if (j->world->rank == 0) return mr_output_put(j->out, r);
+    char *s = mr_request_format(r);
+    if (!s) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
+    j->lines[j->n_lines] = s;
+    j->line_idx[j->n_lines++] = r->index;
+    return MR_OK;
+}
+
+/* Replicas' results to rank 0: [int32 index][line bytes]. */
+static mr_status gather_results(job *j, int n_total) {
+    mr_comm *w = j->world;
+    if (w->rank != 0) {
+        for (int i = 0; i < j->n_lines; i++) {
+            size_t len = strlen(j->lines[i]);
+            char *msg = malloc(len + 4);
+            if (!msg) return mr_error(MR_ERR_NOMEM, "out of memory");
+            int32_t idx = j->line_idx[i];
+            memcpy(msg, &idx, 4);
+            memcpy(msg + 4, j->lines[i], len);
+            mr_status st = w->ops->send(w, msg, len + 4, 0, TAG_RESULT);
+            free(msg);
+            MR_CHECK(st);
+        }
+        return MR_OK;
+    }
+    for (int got = j->done; got < n_total; got++) {
+        void *buf;
+        size_t bytes;
+        int peer, have;
+        MR_CHECK(w->ops->recv_any(w, TAG_RESULT, 1, &buf, &bytes, &peer, &have));
+        if (bytes < 5) {
+            free(buf);
+            return mr_error(MR_ERR_INTERNAL, "short result message from rank %d", peer);
+        }
+        int32_t idx;
+        memcpy(&idx, buf, 4);
+        char *line = strndup((char *)buf + 4, bytes - 4);
+        free(buf);
+        if (!line) return mr_error(MR_ERR_NOMEM, "out of memory");
+        mr_status st = mr_output_put_line(j->out, idx, line);
+        MR_CHECK(st);
+    }
+    return MR_OK;
+}
+
+/* Deal requests to replicas, largest expected work first, each to the
+ * least loaded replica (ties: lowest index) — the same on every rank. */
+static int cmp_work(const void *a, const void *b, void *arg) {
+    const mr_request *r = arg;
+    int x = *(const int *)a, y = *(const int *)b;
+    long wx = (long)r[x].n_prompt + r[x].max_tokens, wy = (long)r[y].n_prompt + r[y].max_tokens;
+    return wx > wy ? -1 : wx < wy ? 1 : x - y;
+}
+
+static mr_status share_requests(mr_request *all, int n, int replicas, int me, mr_request **mine, int *n_mine) {
+    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    long *load = calloc((size_t)replicas, sizeof(long));
+    int *owner = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    *mine = calloc((size_t)(n ? n : 1), sizeof(mr_request));
+    if (!order || !load || !owner || !*mine) {
+        free(order), free(load), free(owner);
+        return mr_error(MR_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) order[i] = i;
+    qsort_r(order, (size_t)n, sizeof(int), cmp_work, all);
+    for (int k = 0; k < n; k++) {
+        int best = 0;
+        for (int d = 1; d < replicas; d++)
+            if (load[d] < load[best]) best = d;
+        owner[order[k]] = best;
+        load[best] += (long)all[order[k]].n_prompt + all[order[k]].max_tokens;
+    }
+    *n_mine = 0;
+    for (int i = 0; i < n; i++) /* input order within a replica */
+        if (owner[i] == me) {
+            (*mine)[(*n_mine)++] = all[i];
+            memset(&all[i], 0, sizeof all[i]);
+        }
+    free(order);
+    free(load);
+    free(owner);
+    return MR_OK;
+}
+
+static mr_status make_groups(job *j) {
+    mr_comm *w = j->world;
+    const mr_plan *p = &j->plan;
+    int members[4096];
+    if (mr_plan_group_size(p, MR_GROUP_TENSOR) > 4096) return mr_error(MR_ERR_UNSUPPORTED, "group too large");
+    mr_comm **dst[3] = {&j->tp, &j->pipe, &j->ep};
+    mr_group_kind kinds[3] = {MR_GROUP_TENSOR, MR_GROUP_PIPELINE, MR_GROUP_EXPERT};
+    for (int k = 0; k < 3; k++) {
+        mr_plan_group(p, kinds[k], w->rank, members);
+        MR_CHECK(mr_comm_mpi_split(w, members[0], w->rank, dst[k]));
+    }
+    /* Replicas whose expert exchanges must line up tick together. */
+    if (p->parallel.expert > 1 && p->parallel.data > 1) MR_CHECK(mr_comm_mpi_split(w, j->me.pipe_i, w->rank, &j->lock));
+    return MR_OK;
+}
+
+static void report_experts(job *j, mr_model *m) {
+    const mr_model_config *c = mr_model_get_config(m);
+    if (!c->n_experts) return;
+    int n_local, first;
+    const uint64_t *cnt = mr_model_expert_tokens(m, &n_local, &first);
+    float *all = calloc((size_t)c->n_experts, sizeof(float));
+    if (!all) return;
+    for (int e = 0; e < n_local; e++) all[first + e] = (float)cnt[e];
+    /* ep == 1: every tensor rank of a replica routes the same tokens */
+    float scale = j->plan.parallel.expert > 1 ? 1.0f : 1.0f / (float)j->plan.parallel.tensor;
+    for (int e = 0; e < c->n_experts; e++) all[e] *= scale;
+    mr_comm *w = j->world;
+    if (w->ops->allreduce_sum_f32(w, all, (size_t)c->n_experts) == MR_OK && w->rank == 0) {
+        double sum = 0, mx = 0;
+        char buf[4096];
+        int off = 0;
+        for (int e = 0; e < c->n_experts; e++) {
+            sum += all[e];
+            if (all[e] > mx) mx = all[e];
+            if (off < (int)sizeof buf - 32) off += snprintf(buf + off, sizeof buf - (size_t)off, " %.0f", all[e]);
+        }
+        double mean = sum / c->n_experts;
+        MR_INFO("routed tokens per expert (all MoE layers):%s; imbalance max/mean %.2f", buf,
+                mean > 0 ? mx / mean : 0.0);
+    }
+    free(all);
+}
 
 int mr_cmd_generate(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, OPT_MODEL},       {"input", required_argument, 0, OPT_INPUT},
-        {"output", required_argument, 0, OPT_OUTPUT},     {"synthetic-weights", no_argument, 0, OPT_SYNTH},
-        {"weights-seed", required_argument, 0, OPT_WSEED},{"max-batch", required_argument, 0, OPT_BATCH},
-        {"token-budget", required_argument, 0, OPT_BUDGET},{"max-context", required_argument, 0, OPT_CTX},
-        {"threads", required_argument, 0, OPT_THREADS},   {"max-tokens", required_argument, 0, OPT_MAXTOK},
-        {"temperature", required_argument, 0, OPT_TEMP},  {"top-p", required_argument, 0, OPT_TOPP},
-        {"top-k", required_argument, 0, OPT_TOPK},        {"seed", required_argument, 0, OPT_SEED},
-        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},   {"overwrite", no_argument, 0, OPT_OVERWRITE},
-        {"quiet", no_argument, 0, OPT_QUIET},             {"help", no_argument, 0, 'h'},
+        {"plan", 1, 0, OPT_PLAN},           {"set", 1, 0, OPT_SET},          {"data", 1, 0, OPT_DATA},
+        {"tensor", 1, 0, OPT_TENSOR},       {"pipeline", 1, 0, OPT_PIPELINE}, {"expert", 1, 0, OPT_EXPERT},
+        {"micro-batches", 1, 0, OPT_MICRO}, {"model", 1, 0, OPT_MODEL},      {"input", 1, 0, OPT_INPUT},
+        {"output", 1, 0, OPT_OUTPUT},       {"synthetic-weights", 0, 0, OPT_SYNTH},
+        {"weights-seed", 1, 0, OPT_WSEED},  {"max-batch", 1, 0, OPT_BATCH},  {"token-budget", 1, 0, OPT_BUDGET},
+        {"max-context", 1, 0, OPT_CTX},     {"threads", 1, 0, OPT_THREADS},  {"max-tokens", 1, 0, OPT_MAXTOK},
+        {"temperature", 1, 0, OPT_TEMP},    {"top-p", 1, 0, OPT_TOPP},       {"top-k", 1, 0, OPT_TOPK},
+        {"seed", 1, 0, OPT_SEED},           {"ignore-eos", 0, 0, OPT_IGNORE_EOS},
+        {"overwrite", 0, 0, OPT_OVERWRITE}, {"quiet", 0, 0, OPT_QUIET},      {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
-    mr_model_options mo = {.max_slots = 32, .max_step_tokens = 512, .seed = 1};
-    int threads = 0, overwrite = 0, quiet = 0, wseed = 1;
-    mr_request_defaults d = {.max_tokens = 128, .sample = {.temperature = 0, .top_p = 1, .top_k = 0, .seed = 0}};
-    int c, seed = 0;
+    const char *plan_path = NULL;
+    struct { const char *key; char *val; } sets[128];
+    int n_sets = 0, synthetic = 0, overwrite = 0, quiet = 0, ignore_eos = 0, c;
+    long wseed = 1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int ok = 1;
+        if (n_sets == 128) { fprintf(stderr, "moerun generate: too many options\n"); return 2; }
         switch (c) {
-        case OPT_MODEL: model_path = optarg; break;
-        case OPT_INPUT: in_path = optarg; break;
-        case OPT_OUTPUT: out_path = optarg; break;
-        case OPT_SYNTH: mo.synthetic = 1; break;
-        case OPT_WSEED: ok = parse_int("--weights-seed", optarg, 0, &wseed); break;
-        case OPT_BATCH: ok = parse_int("--max-batch", optarg, 1, &mo.max_slots); break;
-        case OPT_BUDGET: ok = parse_int("--token-budget", optarg, 1, &mo.max_step_tokens); break;
-        case OPT_CTX: ok = parse_int("--max-context", optarg, 2, &mo.max_ctx); break;
-        case OPT_THREADS: ok = parse_int("--threads", optarg, 1, &threads); break;
-        case OPT_MAXTOK: ok = parse_int("--max-tokens", optarg, 1, &d.max_tokens); break;
-        case OPT_TEMP: ok = parse_float("--temperature", optarg, 0, 100, &d.sample.temperature); break;
-        case OPT_TOPP: ok = parse_float("--top-p", optarg, 1e-6f, 1, &d.sample.top_p); break;
-        case OPT_TOPK: ok = parse_int("--top-k", optarg, 0, &d.sample.top_k); break;
-        case OPT_SEED: ok = parse_int("--seed", optarg, 0, &seed); break;
-        case OPT_IGNORE_EOS: d.ignore_eos = 1; break;
+        case OPT_PLAN: plan_path = optarg; break;
+        case OPT_SET: {
+            char *eq = strchr(optarg, '=');
+            if (!eq) { fprintf(stderr, "moerun generate: --set takes KEY=VALUE (got '%s')\n", optarg); return 2; }
+            *eq = 0;
+            sets[n_sets].key = optarg;
+            sets[n_sets++].val = eq + 1;
+            break;
+        }
+        case OPT_SYNTH: synthetic = 1; break;
+        case OPT_WSEED: {
+            char *end;
+            wseed = strtol(optarg, &end, 10);
+            if (*end || wseed < 0) { fprintf(stderr, "moerun generate: --weights-seed needs an integer >= 0\n"); return 2; }
+            break;
+        }
+        case OPT_IGNORE_EOS: ignore_eos = 1; break;
         case OPT_OVERWRITE: overwrite = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default:
+            if (plan_key_of(c)) {
+                sets[n_sets].key = plan_key_of(c);
+                sets[n_sets++].val = optarg;
+                break;
+            }
+            usage(stderr);
+            return 2;
         }
-        if (!ok) return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "moerun generate: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!model_path || !in_path || !out_path) {
-        fprintf(stderr, "moerun generate: --model, --input and --output are required (see --help)\n");
-        return 2;
+
+    job j = {0};
+    mr_status st = MR_OK;
+    int fatal_local = 0; /* a failure only this rank may see: abort the job */
+    mr_backend be = {0};
+    mr_model *m = NULL;
+    mr_request *all = NULL, *mine = NULL;
+    int n_all = 0, n_mine = 0;
+    mr_model_config cfg;
+    int have_cfg = 0;
+    MR_CHECK_GOTO(mr_comm_mpi_init(&argc, &argv, &j.world), st, fail);
+    mr_log_set_rank(j.world->rank, j.world->size);
+
+    /* ---- everything every rank checks alike ---- */
+    mr_plan_init(&j.plan);
+    if (plan_path) MR_CHECK_GOTO(mr_plan_load(&j.plan, plan_path), st, fail);
+    for (int i = 0; i < n_sets; i++) MR_CHECK_GOTO(mr_plan_set(&j.plan, sets[i].key, sets[i].val), st, fail);
+    if (!j.plan.model[0] || !j.plan.input[0] || !j.plan.output[0]) {
+        st = mr_error(MR_ERR_INPUT, "--model, --input and --output are required (or model/input/output in the plan)");
+        goto fail;
     }
-    mo.seed = (uint64_t)wseed;
-    d.sample.seed = (uint64_t)seed;
-    if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
+    MR_CHECK_GOTO(mr_plan_load_model_config(&cfg, j.plan.model), st, fail);
+    have_cfg = 1;
+    MR_CHECK_GOTO(mr_plan_check(&j.plan, &cfg, j.world->size), st, fail);
+    j.me = mr_plan_coords(&j.plan, j.world->rank);
+    j.reporter = j.me.pipe_i == 0 && j.me.tensor_i == 0;
+    mr_request_defaults d = {
+        .max_tokens = j.plan.generation.max_tokens,
+        .sample = {.temperature = j.plan.generation.temperature, .top_p = j.plan.generation.top_p,
+                   .top_k = j.plan.generation.top_k, .seed = j.plan.generation.seed},
+        .ignore_eos = ignore_eos,
+    };
+    MR_CHECK_GOTO(mr_requests_read(j.plan.input, &d, &all, &n_all), st, fail);
+    if (j.world->rank == 0) {
+        st = mr_output_open(&j.out, j.plan.output, n_all, overwrite);
+        if (st != MR_OK) MR_ERRORF("%s", mr_last_error());
+    }
+    int bad = st != MR_OK;
+    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &bad, 1), st, fail);
+    if (bad) { st = st != MR_OK ? st : MR_ERR_INPUT; goto quiet_fail; }
+
+    /* ---- from here a failure may be one rank's alone ---- */
+    fatal_local = 1;
+    MR_CHECK_GOTO(make_groups(&j), st, fail);
+    int threads = j.plan.runtime.threads;
     if (threads == 0) {
         mr_local_cpus lc;
         threads = mr_topo_local_cpus(&lc) == MR_OK ? lc.cores : 1;
     }
-
-    mr_status st = MR_OK;
-    mr_backend be = {0};
-    mr_model *m = NULL;
-    mr_request *reqs = NULL;
-    int n = 0;
-    mr_output *out = NULL;
-    if (mr_backend_cpu_init(&be, threads) != 0) {
-        fprintf(stderr, "moerun generate: cannot start the CPU backend\n");
-        return 1;
+    if (mr_backend_cpu_init(&be, threads) != 0) { st = mr_error(MR_ERR_INTERNAL, "cannot start the CPU backend"); goto fail; }
+    if (j.world->rank == 0 && !quiet) {
+        MR_INFO("plan: %d ranks = data %d x pipeline %d x tensor %d, expert groups of %d, %d micro-batches",
+                j.world->size, j.plan.parallel.data, j.plan.parallel.pipeline, j.plan.parallel.tensor,
+                j.plan.parallel.expert, mr_plan_micro_batches(&j.plan));
+        if (j.world->size > 1) mr_plan_print_ranks(&j.plan, &cfg, stderr);
     }
-    /* Read every input line first: the whole job is checked before weights load. */
-    MR_CHECK_GOTO(mr_requests_read(in_path, &d, &reqs, &n), st, fail);
-    MR_CHECK_GOTO(mr_model_load(&m, model_path, &mo, &be), st, fail);
-    const mr_model_config *cfg = mr_model_get_config(m);
-    if (!quiet)
+    int first, count;
+    mr_plan_stage_layers(&j.plan, cfg.n_layers, j.me.pipe_i, &first, &count);
+    mr_model_options mo = {
+        .max_slots = j.plan.generation.max_batch,
+        .max_ctx = j.plan.generation.max_context,
+        .max_step_tokens = j.plan.generation.token_budget,
+        .synthetic = synthetic,
+        .seed = (uint64_t)wseed,
+        .shard = {.tp = j.plan.parallel.tensor, .tp_rank = j.me.tensor_i, .layer_begin = first,
+                  .layer_end = first + count, .ep = j.plan.parallel.expert, .ep_rank = j.me.expert_i,
+                  .tp_comm = j.tp, .ep_comm = j.ep},
+    };
+    if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
+    MR_CHECK_GOTO(mr_model_load(&m, j.plan.model, &mo, &be), st, fail);
+    if (!quiet && j.world->rank == 0)
         MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %d requests, batch %d, budget %d, "
-                "%d threads",
-                model_path, cfg->model_type, cfg->n_layers, cfg->hidden, mr_config_param_count(cfg) / 1e6,
-                mo.synthetic ? ", synthetic weights" : "", n, mo.max_slots, mo.max_step_tokens, be.threads);
-    MR_CHECK_GOTO(mr_output_open(&out, out_path, n, overwrite), st, fail);
-    gen_ctx g = {.out = out, .total = n, .quiet = quiet};
-    mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens};
+                "%d threads per rank",
+                j.plan.model, cfg.model_type, cfg.n_layers, cfg.hidden, mr_config_param_count(&cfg) / 1e6,
+                synthetic ? ", synthetic weights" : "", n_all, mo.max_slots, mo.max_step_tokens, be.threads);
+    if (j.me.pipe_i == 0) {
+        MR_CHECK_GOTO(share_requests(all, n_all, j.plan.parallel.data, j.me.data_i, &mine, &n_mine), st, fail);
+        if (j.reporter && j.world->rank != 0) {
+            j.lines = calloc((size_t)(n_mine ? n_mine : 1), sizeof(char *));
+            j.line_idx = calloc((size_t)(n_mine ? n_mine : 1), sizeof(int));
+            if (!j.lines || !j.line_idx) { st = mr_error(MR_ERR_NOMEM, "out of memory"); goto fail; }
+        }
+    }
+    mr_engine_dist dist = {.pipe = j.pipe, .micro_batches = mr_plan_micro_batches(&j.plan), .lockstep = j.lock};
+    mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist};
     mr_engine_stats stats;
-    MR_CHECK_GOTO(mr_engine_run(m, reqs, n, &eo, on_done, &g, &stats), st, fail);
-    MR_CHECK_GOTO(mr_output_close(out), st, fail);
-    out = NULL;
-    if (!quiet)
-        MR_INFO("done: %d requests, %llu prompt + %llu generated tokens in %.2f s (%.1f generated tokens/s, %llu "
-                "steps)",
-                n, (unsigned long long)stats.prompt_tokens, (unsigned long long)stats.generated_tokens,
-                stats.seconds, stats.seconds > 0 ? (double)stats.generated_tokens / stats.seconds : 0.0,
-                (unsigned long long)stats.steps);
-    mr_model_free(m);
-    mr_requests_free(reqs, n);
-    mr_backend_cpu_free(&be);
-    return 0;
+    MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, on_done, &j, &stats), st, fail);
+    if (j.reporter) MR_CHECK_GOTO(gather_results(&j, n_all), st, fail);
+    report_experts(&j, m);
+    if (j.world->rank == 0) {
+        MR_CHECK_GOTO(mr_output_close(j.out), st, fail);
+        j.out = NULL;
+        if (!quiet)
+            MR_INFO("done: %d requests, replica 0: %llu prompt + %llu generated tokens in %.2f s (%.1f generated "
+                    "tokens/s, %llu steps)",
+                    n_all, (unsigned long long)stats.prompt_tokens, (unsigned long long)stats.generated_tokens,
+                    stats.seconds, stats.seconds > 0 ? (double)stats.generated_tokens / stats.seconds : 0.0,
+                    (unsigned long long)stats.steps);
+    }
+    st = MR_OK;
+    goto cleanup;
 fail:
-    MR_ERRORF("%s", mr_last_error());
-    mr_output_close(out);
+    if (fatal_local || !j.world || j.world->rank == 0) MR_ERRORF("%s", mr_last_error());
+    if (fatal_local && j.world && j.world->size > 1) mr_comm_mpi_abort(j.world, mr_status_exit_code(st));
+quiet_fail:
+cleanup:
+    mr_output_close(j.out);
     mr_model_free(m);
-    mr_requests_free(reqs, n);
-    mr_backend_cpu_free(&be);
+    mr_requests_free(all, n_all);
+    mr_requests_free(mine, n_mine);
+    for (int i = 0; i < j.n_lines; i++) free(j.lines[i]);
+    free(j.lines);
+    free(j.line_idx);
+    if (have_cfg) mr_config_free(&cfg);
+    if (be.ops) mr_backend_cpu_free(&be);
+    mr_comm_destroy(j.tp);
+    mr_comm_destroy(j.pipe);
+    mr_comm_destroy(j.ep);
+    mr_comm_destroy(j.lock);
+    mr_comm_destroy(j.world);
+    mr_comm_mpi_finalize();
     return mr_status_exit_code(st);
 }

@@ -1,5 +1,19 @@
-/* See engine.h.  State per running sequence: its request, its KV slot, how
- * many prompt tokens are in the cache, and the tokens generated so far. */
+/* See engine.h.
+ *
+ * Stage 0 (the scheduler) keeps, per micro-batch g, the sequences that own
+ * the KV slots of g.  A tick of micro-batch g:
+ *   1. tokens sampled for g's previous step come back (last stage -> 0);
+ *   2. finished sequences leave, waiting requests take their slots;
+ *   3. a batch is packed under the token budget: one decode token per
+ *      running sequence, then prefill chunks, oldest first;
+ *   4. stage 0 runs its layers and sends metadata + activations on.
+ * Stages 1..P-1 run what they receive; the last samples.  With one stage
+ * all of this happens on one rank and no message is sent.
+ *
+ *   tick:     0    1    2    3    4   ...      (P = 2, micro-batches = 2)
+ *   stage 0:  g0   g1   g0'  g1'  g0''
+ *   stage 1:       g0   g1   g0'  g1'
+ */
 #define _GNU_SOURCE
 #include "runtime/engine.h"
 
@@ -8,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+enum { TAG_BATCH = 101, TAG_TOKENS = 102 };
 
 const char *mr_finish_name(mr_finish f) {
     static const char *n[MR_FINISH_COUNT] = {"none", "stop", "length", "error"};
@@ -22,11 +38,47 @@ void mr_request_clear(mr_request *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* What the last stage needs to sample one row. */
+typedef struct row_sample {
+    mr_sample_params p;
+    uint64_t id_hash;
+    int32_t position;
+    int32_t pad;
+} row_sample;
+
+/* Header of a micro-batch travelling down the pipeline. */
+typedef struct batch_hdr {
+    int32_t ntok, n_out, group, stop;
+} batch_hdr;
+
 typedef struct seq {
     mr_request *r;
     int slot;
     int prefilled; /* prompt tokens already in the cache */
 } seq;
+
+typedef struct group {
+    seq *run;
+    int n_run;
+    int *free_slots, n_free;
+    seq **row_seq; /* sequences of the rows in flight */
+    int n_rows;
+    int in_flight;
+} group;
+
+typedef struct engine {
+    mr_model *m;
+    const mr_model_config *c;
+    int B, budget, ctx, V, G; /* slots, tokens per step, context, vocab, groups */
+    int P, stage;
+    mr_comm *pipe, *lock;
+    group *g;
+    int32_t *tok, *slot, *pos, *rows, *sampled;
+    row_sample *rs;
+    float *logits, *x;
+    mr_sampler *smp;
+    mr_engine_stats s;
+} engine;
 
 static double now_s(void) {
     struct timespec ts;
@@ -47,15 +99,13 @@ static mr_status refuse(mr_request *r, const char *fmt, ...) {
 }
 
 /* Requests that can never run are refused before admission. */
-static mr_status validate(const mr_model *m, mr_request *r) {
-    const mr_model_config *c = mr_model_get_config(m);
-    int ctx = mr_model_get_options(m)->max_ctx;
+static mr_status validate(const engine *e, mr_request *r) {
     if (r->n_prompt <= 0) return refuse(r, "empty prompt");
     for (int i = 0; i < r->n_prompt; i++)
-        if (r->prompt[i] < 0 || r->prompt[i] >= c->vocab)
-            return refuse(r, "token id %d is outside the vocabulary (size %d)", r->prompt[i], c->vocab);
-    if (r->n_prompt >= ctx)
-        return refuse(r, "prompt of %d tokens does not fit the context of %d positions", r->n_prompt, ctx);
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->V)
+            return refuse(r, "token id %d is outside the vocabulary (size %d)", r->prompt[i], e->V);
+    if (r->n_prompt >= e->ctx)
+        return refuse(r, "prompt of %d tokens does not fit the context of %d positions", r->n_prompt, e->ctx);
     if (r->max_tokens <= 0) return refuse(r, "max_tokens must be at least 1 (got %d)", r->max_tokens);
     return MR_OK;
 }
@@ -67,117 +117,260 @@ static int is_stop(const mr_model_config *c, const mr_request *r, int tok) {
     return 0;
 }
 
+static void engine_free(engine *e) {
+    if (e->g)
+        for (int i = 0; i < e->G; i++) {
+            free(e->g[i].run);
+            free(e->g[i].free_slots);
+            free(e->g[i].row_seq);
+        }
+    free(e->g);
+    free(e->tok);
+    free(e->slot);
+    free(e->pos);
+    free(e->rows);
+    free(e->sampled);
+    free(e->rs);
+    free(e->logits);
+    mr_sampler_destroy(e->smp);
+}
+
+static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *opt) {
+    const mr_model_options *mo = mr_model_get_options(m);
+    memset(e, 0, sizeof *e);
+    e->m = m;
+    e->c = mr_model_get_config(m);
+    e->B = opt->max_batch > 0 ? opt->max_batch : mo->max_slots;
+    e->budget = opt->token_budget > 0 ? opt->token_budget : mo->max_step_tokens;
+    if (e->B > mo->max_slots) e->B = mo->max_slots;
+    if (e->budget > mo->max_step_tokens) e->budget = mo->max_step_tokens;
+    if (e->budget < e->B) e->budget = e->B; /* every running sequence decodes each step */
+    if (e->budget > mo->max_step_tokens)
+        return mr_error(MR_ERR_INPUT, "max batch %d exceeds the %d tokens of one step", e->B, mo->max_step_tokens);
+    e->ctx = mo->max_ctx;
+    e->V = e->c->vocab;
+    const mr_engine_dist *d = opt->dist;
+    e->P = d && d->pipe ? d->pipe->size : 1;
+    e->stage = d && d->pipe ? d->pipe->rank : 0;
+    e->pipe = d ? d->pipe : NULL;
+    e->lock = d ? d->lockstep : NULL;
+    e->G = e->P > 1 && d->micro_batches > 1 ? d->micro_batches : 1;
+    if (e->G > e->B) e->G = e->B;
+    e->x = mr_model_activations(m);
+    size_t bt = (size_t)e->budget, b = (size_t)e->B;
+    e->g = calloc((size_t)e->G, sizeof *e->g);
+    e->tok = malloc(bt * sizeof(int32_t));
+    e->slot = malloc(bt * sizeof(int32_t));
+    e->pos = malloc(bt * sizeof(int32_t));
+    e->rows = malloc(bt * sizeof(int32_t));
+    e->sampled = malloc(b * sizeof(int32_t));
+    e->rs = malloc(b * sizeof(row_sample));
+    e->logits = malloc(b * (size_t)e->V * sizeof(float));
+    e->smp = mr_sampler_create(e->V);
+    if (!e->g || !e->tok || !e->slot || !e->pos || !e->rows || !e->sampled || !e->rs || !e->logits || !e->smp)
+        return mr_error(MR_ERR_NOMEM, "out of memory for the engine's step buffers");
+    /* Slots are dealt to micro-batches: group k owns every G-th slot. */
+    for (int k = 0; k < e->G; k++) {
+        group *g = &e->g[k];
+        g->run = calloc(b, sizeof(seq));
+        g->free_slots = malloc(b * sizeof(int));
+        g->row_seq = malloc(b * sizeof(seq *));
+        if (!g->run || !g->free_slots || !g->row_seq) return mr_error(MR_ERR_NOMEM, "out of memory");
+        for (int s = e->B - 1; s >= 0; s--)
+            if (s % e->G == k) g->free_slots[g->n_free++] = s;
+    }
+    return MR_OK;
+}
+
+/* Sample the rows of the last forward (last stage). */
+static void sample_rows(engine *e, int n_out) {
+    for (int i = 0; i < n_out; i++)
+        e->sampled[i] = mr_sample(e->smp, e->logits + (size_t)i * e->V, &e->rs[i].p, e->rs[i].id_hash,
+                                  e->rs[i].position, NULL);
+}
+
+/* Tokens of group g's rows arrived: extend, decide who finished, retire. */
+static mr_status apply_tokens(engine *e, group *g, mr_request_done_fn done, void *user, int *n_done) {
+    for (int i = 0; i < g->n_rows; i++) {
+        mr_request *r = g->row_seq[i]->r;
+        int t = e->sampled[i];
+        r->out[r->n_out++] = t;
+        e->s.generated_tokens++;
+        if (is_stop(e->c, r, t)) r->finish = MR_FINISH_STOP;
+        else if (r->n_out >= r->max_tokens || r->n_prompt + r->n_out >= e->ctx) r->finish = MR_FINISH_LENGTH;
+    }
+    g->n_rows = 0;
+    g->in_flight = 0;
+    int keep = 0;
+    for (int i = 0; i < g->n_run; i++) {
+        if (g->run[i].r->finish != MR_FINISH_NONE) {
+            g->free_slots[g->n_free++] = g->run[i].slot;
+            (*n_done)++;
+            if (done) MR_CHECK(done(user, g->run[i].r));
+        } else {
+            g->run[keep++] = g->run[i];
+        }
+    }
+    g->n_run = keep;
+    return MR_OK;
+}
+
+/* Admit waiting requests into g's free slots, then pack its batch.
+ * Returns the token count; rows needing logits are recorded in g. */
+static mr_status pack(engine *e, group *g, mr_request *reqs, int n, int *next, mr_request_done_fn done, void *user,
+                      int *n_done, int *T_out) {
+    while (g->n_free > 0 && *next < n) {
+        mr_request *r = &reqs[(*next)++];
+        r->n_out = 0;
+        if (r->finish != MR_FINISH_ERROR) MR_CHECK(validate(e, r));
+        if (r->finish == MR_FINISH_ERROR) {
+            (*n_done)++;
+            if (done) MR_CHECK(done(user, r));
+            continue;
+        }
+        free(r->out);
+        int cap = r->max_tokens < e->ctx - r->n_prompt ? r->max_tokens : e->ctx - r->n_prompt;
+        r->out = malloc((size_t)cap * sizeof(int32_t));
+        if (!r->out) return mr_error(MR_ERR_NOMEM, "out of memory");
+        g->run[g->n_run++] = (seq){.r = r, .slot = g->free_slots[--g->n_free], .prefilled = 0};
+    }
+    int T = 0;
+    g->n_rows = 0;
+    for (int i = 0; i < g->n_run; i++) { /* decode tokens first */
+        seq *q = &g->run[i];
+        if (q->prefilled < q->r->n_prompt) continue;
+        e->tok[T] = q->r->out[q->r->n_out - 1];
+        e->slot[T] = q->slot;
+        e->pos[T] = q->r->n_prompt + q->r->n_out - 1;
+        e->rows[g->n_rows] = T;
+        g->row_seq[g->n_rows++] = q;
+        T++;
+    }
+    for (int i = 0; i < g->n_run && T < e->budget; i++) { /* then prefill chunks */
+        seq *q = &g->run[i];
+        int left = q->r->n_prompt - q->prefilled;
+        if (left <= 0) continue;
+        int take = left < e->budget - T ? left : e->budget - T;
+        for (int j = 0; j < take; j++, T++) {
+            e->tok[T] = q->r->prompt[q->prefilled + j];
+            e->slot[T] = q->slot;
+            e->pos[T] = q->prefilled + j;
+        }
+        q->prefilled += take;
+        e->s.prompt_tokens += (uint64_t)take;
+        if (q->prefilled == q->r->n_prompt) {
+            e->rows[g->n_rows] = T - 1;
+            g->row_seq[g->n_rows++] = q;
+        }
+    }
+    for (int i = 0; i < g->n_rows; i++) {
+        const mr_request *r = g->row_seq[i]->r;
+        e->rs[i] = (row_sample){.p = r->sample, .id_hash = r->id_hash, .position = r->n_out};
+    }
+    *T_out = T;
+    return MR_OK;
+}
+
+static mr_status send_batch(engine *e, const batch_hdr *h) {
+    mr_comm *p = e->pipe;
+    int to = e->stage + 1;
+    MR_CHECK(p->ops->send(p, h, sizeof *h, to, TAG_BATCH));
+    if (h->stop || h->ntok == 0) return MR_OK;
+    size_t T = (size_t)h->ntok;
+    MR_CHECK(p->ops->send(p, e->slot, T * sizeof(int32_t), to, TAG_BATCH));
+    MR_CHECK(p->ops->send(p, e->pos, T * sizeof(int32_t), to, TAG_BATCH));
+    if (h->n_out) {
+        MR_CHECK(p->ops->send(p, e->rows, (size_t)h->n_out * sizeof(int32_t), to, TAG_BATCH));
+        MR_CHECK(p->ops->send(p, e->rs, (size_t)h->n_out * sizeof(row_sample), to, TAG_BATCH));
+    }
+    return p->ops->send(p, e->x, T * (size_t)e->c->hidden * sizeof(float), to, TAG_BATCH);
+}
+
+static mr_status recv_batch(engine *e, batch_hdr *h) {
+    mr_comm *p = e->pipe;
+    int from = e->stage - 1;
+    MR_CHECK(p->ops->recv(p, h, sizeof *h, from, TAG_BATCH));
+    if (h->stop || h->ntok == 0) return MR_OK;
+    if (h->ntok > e->budget || h->n_out > e->B)
+        return mr_error(MR_ERR_INTERNAL, "stage %d: batch of %d tokens / %d rows exceeds the limits", e->stage,
+                        h->ntok, h->n_out);
+    size_t T = (size_t)h->ntok;
+    MR_CHECK(p->ops->recv(p, e->slot, T * sizeof(int32_t), from, TAG_BATCH));
+    MR_CHECK(p->ops->recv(p, e->pos, T * sizeof(int32_t), from, TAG_BATCH));
+    if (h->n_out) {
+        MR_CHECK(p->ops->recv(p, e->rows, (size_t)h->n_out * sizeof(int32_t), from, TAG_BATCH));
+        MR_CHECK(p->ops->recv(p, e->rs, (size_t)h->n_out * sizeof(row_sample), from, TAG_BATCH));
+    }
+    return p->ops->recv(p, e->x, T * (size_t)e->c->hidden * sizeof(float), from, TAG_BATCH);
+}
+
+static mr_status forward(engine *e, int T, int n_out) {
+    mr_batch b = {.ntok = T, .tokens = e->tok, .slot = e->slot, .pos = e->pos, .n_out = n_out, .out_rows = e->rows};
+    return mr_model_forward(e->m, &b, e->logits);
+}
+
+/* Stages 1..P-1: run what arrives until told to stop. */
+static mr_status serve(engine *e) {
+    for (;;) {
+        batch_hdr h;
+        MR_CHECK(recv_batch(e, &h));
+        if (h.stop) return e->stage + 1 < e->P ? send_batch(e, &h) : MR_OK;
+        MR_CHECK(forward(e, h.ntok, h.n_out));
+        e->s.steps++;
+        if (e->stage + 1 < e->P) {
+            MR_CHECK(send_batch(e, &h));
+        } else if (h.n_out) {
+            sample_rows(e, h.n_out);
+            MR_CHECK(e->pipe->ops->send(e->pipe, e->sampled, (size_t)h.n_out * sizeof(int32_t), 0, TAG_TOKENS));
+        }
+    }
+}
+
 mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_options *opt,
                         mr_request_done_fn done, void *user, mr_engine_stats *stats) {
-    const mr_model_config *c = mr_model_get_config(m);
-    const mr_model_options *mo = mr_model_get_options(m);
-    int B = opt->max_batch > 0 ? opt->max_batch : mo->max_slots;
-    int budget = opt->token_budget > 0 ? opt->token_budget : mo->max_step_tokens;
-    if (B > mo->max_slots) B = mo->max_slots;
-    if (budget > mo->max_step_tokens) budget = mo->max_step_tokens;
-    if (budget < B) budget = B; /* every running sequence decodes each step */
-    if (budget > mo->max_step_tokens)
-        return mr_error(MR_ERR_INPUT, "max batch %d exceeds the %d tokens of one step", B, mo->max_step_tokens);
-    int ctx = mo->max_ctx, V = c->vocab;
-    mr_status st = MR_OK;
-    seq *run = calloc((size_t)B, sizeof *run);
-    int32_t *tok = malloc((size_t)budget * sizeof(int32_t)), *slot = malloc((size_t)budget * sizeof(int32_t));
-    int32_t *pos = malloc((size_t)budget * sizeof(int32_t)), *rows = malloc((size_t)B * sizeof(int32_t));
-    seq **row_seq = malloc((size_t)B * sizeof(seq *));
-    float *logits = malloc((size_t)B * (size_t)V * sizeof(float));
-    int *free_slots = malloc((size_t)B * sizeof(int));
-    mr_sampler *smp = mr_sampler_create(V);
-    if (!run || !tok || !slot || !pos || !rows || !row_seq || !logits || !free_slots || !smp) {
-        st = mr_error(MR_ERR_NOMEM, "out of memory for the engine's step buffers");
+    engine e;
+    mr_status st = engine_init(&e, m, opt);
+    double t0 = now_s();
+    if (st != MR_OK) goto out;
+    if (e.stage > 0) {
+        st = serve(&e);
         goto out;
     }
-    for (int i = 0; i < B; i++) free_slots[i] = B - 1 - i;
-    int n_free = B, n_run = 0, next = 0, n_done = 0;
-    mr_engine_stats s = {0};
-    double t0 = now_s();
-    while (n_done < n) {
-        /* Admit waiting requests into free slots; refuse the impossible. */
-        while (n_free > 0 && next < n) {
-            mr_request *r = &reqs[next++];
-            r->n_out = 0;
-            if (r->finish != MR_FINISH_ERROR) MR_CHECK_GOTO(validate(m, r), st, out);
-            if (r->finish == MR_FINISH_ERROR) {
-                n_done++;
-                if (done) MR_CHECK_GOTO(done(user, r), st, out);
-                continue;
-            }
-            free(r->out);
-            int cap = r->max_tokens < ctx - r->n_prompt ? r->max_tokens : ctx - r->n_prompt;
-            r->out = malloc((size_t)cap * sizeof(int32_t));
-            if (!r->out) { st = mr_error(MR_ERR_NOMEM, "out of memory"); goto out; }
-            run[n_run++] = (seq){.r = r, .slot = free_slots[--n_free], .prefilled = 0};
+    int next = 0, n_done = 0;
+    for (long tick = 0;; tick++) {
+        group *g = &e.g[tick % e.G];
+        if (g->in_flight) {
+            MR_CHECK_GOTO(e.pipe->ops->recv(e.pipe, e.sampled, (size_t)g->n_rows * sizeof(int32_t), e.P - 1,
+                                            TAG_TOKENS),
+                          st, out);
+            MR_CHECK_GOTO(apply_tokens(&e, g, done, user, &n_done), st, out);
         }
-        if (n_run == 0) continue; /* only refused requests were left */
-        /* Decode tokens first: one per sequence past its prompt. */
-        int T = 0, n_rows = 0;
-        for (int i = 0; i < n_run; i++) {
-            seq *q = &run[i];
-            if (q->prefilled < q->r->n_prompt) continue;
-            tok[T] = q->r->out[q->r->n_out - 1];
-            slot[T] = q->slot;
-            pos[T] = q->r->n_prompt + q->r->n_out - 1;
-            rows[n_rows] = T;
-            row_seq[n_rows++] = q;
-            T++;
+        int T = 0;
+        MR_CHECK_GOTO(pack(&e, g, reqs, n, &next, done, user, &n_done, &T), st, out);
+        int busy = n_done < n;
+        for (int k = 0; k < e.G; k++) busy |= e.g[k].in_flight;
+        if (e.lock) MR_CHECK_GOTO(e.lock->ops->allreduce_max_i32(e.lock, &busy, 1), st, out);
+        if (!busy) break;
+        if (T == 0 && !e.lock) continue; /* nothing to run for this micro-batch now */
+        MR_CHECK_GOTO(forward(&e, T, e.P == 1 ? g->n_rows : 0), st, out);
+        e.s.steps++;
+        if (e.P == 1) {
+            sample_rows(&e, g->n_rows);
+            MR_CHECK_GOTO(apply_tokens(&e, g, done, user, &n_done), st, out);
+        } else {
+            batch_hdr h = {.ntok = T, .n_out = T ? g->n_rows : 0, .group = (int)(tick % e.G)};
+            MR_CHECK_GOTO(send_batch(&e, &h), st, out);
+            g->in_flight = h.n_out > 0;
+            if (!g->in_flight) MR_CHECK_GOTO(apply_tokens(&e, g, done, user, &n_done), st, out);
         }
-        /* Then prefill chunks, oldest first, under the budget. */
-        for (int i = 0; i < n_run && T < budget; i++) {
-            seq *q = &run[i];
-            int left = q->r->n_prompt - q->prefilled;
-            if (left <= 0) continue;
-            int take = left < budget - T ? left : budget - T;
-            for (int j = 0; j < take; j++, T++) {
-                tok[T] = q->r->prompt[q->prefilled + j];
-                slot[T] = q->slot;
-                pos[T] = q->prefilled + j;
-            }
-            q->prefilled += take;
-            s.prompt_tokens += (uint64_t)take;
-            if (q->prefilled == q->r->n_prompt) {
-                rows[n_rows] = T - 1;
-                row_seq[n_rows++] = q;
-            }
-        }
-        mr_batch b = {.ntok = T, .tokens = tok, .slot = slot, .pos = pos, .n_out = n_rows, .out_rows = rows};
-        MR_CHECK_GOTO(mr_model_forward(m, &b, logits), st, out);
-        s.steps++;
-        for (int i = 0; i < n_rows; i++) {
-            mr_request *r = row_seq[i]->r;
-            int t = mr_sample(smp, logits + (size_t)i * V, &r->sample, r->id_hash, r->n_out, NULL);
-            r->out[r->n_out++] = t;
-            s.generated_tokens++;
-            if (is_stop(c, r, t)) r->finish = MR_FINISH_STOP;
-            else if (r->n_out >= r->max_tokens || r->n_prompt + r->n_out >= ctx) r->finish = MR_FINISH_LENGTH;
-        }
-        /* Retire finished sequences; their slots go to the next admissions. */
-        int keep = 0;
-        for (int i = 0; i < n_run; i++) {
-            if (run[i].r->finish != MR_FINISH_NONE) {
-                free_slots[n_free++] = run[i].slot;
-                n_done++;
-                if (done) MR_CHECK_GOTO(done(user, run[i].r), st, out);
-            } else {
-                run[keep++] = run[i];
-            }
-        }
-        n_run = keep;
     }
-    s.seconds = now_s() - t0;
-    if (stats) *stats = s;
+    if (e.P > 1) {
+        batch_hdr h = {.stop = 1};
+        st = send_batch(&e, &h);
+    }
 out:
-    free(run);
-    free(tok);
-    free(slot);
-    free(pos);
-    free(rows);
-    free(row_seq);
-    free(logits);
-    free(free_slots);
-    mr_sampler_destroy(smp);
+    e.s.seconds = now_s() - t0;
+    if (stats) *stats = e.s;
+    engine_free(&e);
     return st;
 }

@@ -43,9 +43,22 @@ typedef struct mr_request {
     char *error;
 } mr_request;
 
+/* A pipeline of stages (one rank per stage in `pipe`, ranks = stage
+ * index).  Stage 0 schedules and the last stage samples; activations flow
+ * down with each micro-batch's metadata and sampled tokens flow back.
+ * `lockstep` (may be NULL) holds the first-stage ranks of replicas whose
+ * expert exchanges must line up: they tick together, idle ones with empty
+ * batches, until all are done. */
+typedef struct mr_engine_dist {
+    mr_comm *pipe;
+    int micro_batches; /* in flight at once (>= 1) */
+    mr_comm *lockstep;
+} mr_engine_dist;
+
 typedef struct mr_engine_options {
     int max_batch;    /* sequences at once (<= model max_slots) */
     int token_budget; /* tokens per step (<= model max_step_tokens) */
+    const mr_engine_dist *dist; /* NULL: one rank runs every stage */
 } mr_engine_options;
 
 typedef struct mr_engine_stats {
@@ -56,7 +69,8 @@ typedef struct mr_engine_stats {
 /* Called once per request when it ends (also for refused requests). */
 typedef mr_status (*mr_request_done_fn)(void *user, mr_request *r);
 
-/* Run every request to completion.  Requests that cannot run (empty
+/* Run every request to completion (on a first stage; later stages pass
+ * n = 0 and serve until stage 0 says stop).  Requests that cannot run (empty
  * prompt, token outside the vocabulary, longer than the context) end with
  * MR_FINISH_ERROR and a message; the others go on. */
 mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_options *opt,

@@ -197,19 +197,24 @@ static mr_status load_attention(loader *L, mr_layer_w *w, const char *p) {
     }
     static const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
     int64_t full[3] = {nh * hd, nkv * hd, nkv * hd};
-    int64_t total = (full[0] + full[1] + full[2]) / tp;
+    /* tp > nkv: each rank keeps the one KV head its query heads use */
+    mr_slice kvs = nkv >= tp ? part(0, nkv * hd, tp, r)
+                             : (mr_slice){.axis = 0, .start = (int64_t)(r / (tp / nkv)) * hd, .count = hd};
+    mr_slice sls[3] = {part(0, full[0], tp, r), kvs, kvs};
+    int64_t local[3] = {full[0] / tp, lo->nkv * hd, lo->nkv * hd};
+    int64_t total = local[0] + local[1] + local[2];
     MR_CHECK(dev_alloc(L->m, &w->wqkv, (size_t)(total * H), "qkv"));
     if (c->attn_bias) MR_CHECK(dev_alloc(L->m, &w->bqkv, (size_t)total, "qkv bias"));
     int64_t off = 0;
     for (int i = 0; i < 3; i++) {
-        mr_slice sl = part(0, full[i], tp, r);
+        mr_slice sl = sls[i];
         snprintf(name, sizeof name, "%s.self_attn.%s.weight", p, qkv[i]);
         MR_CHECK(load_into(L, w->wqkv + off * H, name, full[i], H, INIT_LINEAR, sl));
         if (c->attn_bias) {
             snprintf(name, sizeof name, "%s.self_attn.%s.bias", p, qkv[i]);
             MR_CHECK(load_into(L, w->bqkv + off, name, full[i], 0, INIT_BIAS, sl));
         }
-        off += full[i] / tp;
+        off += local[i];
     }
     snprintf(name, sizeof name, "%s.self_attn.o_proj.weight", p);
     MR_CHECK(load_new(L, &w->wo, name, H, nh * hd, INIT_LINEAR, part(1, nh * hd, tp, r)));
@@ -348,7 +353,7 @@ static mr_status resolve_shard(mr_model *m) {
     int tp = lo->tp;
     const char *why = NULL;
     if (c->n_heads % tp) why = "num_attention_heads";
-    else if (!mr_config_is_mla(c) && c->n_kv_heads % tp) why = "num_key_value_heads";
+    else if (!mr_config_is_mla(c) && c->n_kv_heads % tp && tp % c->n_kv_heads) why = "num_key_value_heads";
     else if (c->intermediate % tp) why = "intermediate_size";
     else if (c->vocab % tp) why = "vocab_size";
     else if (c->shared_intermediate % tp) why = "shared_expert_intermediate_size";
@@ -361,7 +366,7 @@ static mr_status resolve_shard(mr_model *m) {
     if ((tp > 1 && !sh->tp_comm) || (lo->ep > 1 && !sh->ep_comm))
         return mr_error(MR_ERR_INTERNAL, "a tensor or expert split needs its communicator");
     lo->nh = c->n_heads / tp;
-    lo->nkv = mr_config_is_mla(c) ? lo->nh : c->n_kv_heads / tp;
+    lo->nkv = mr_config_is_mla(c) ? lo->nh : c->n_kv_heads >= tp ? c->n_kv_heads / tp : 1;
     lo->inter = c->intermediate / tp;
     lo->shared_inter = (c->shared_intermediate + c->moe_intermediate * c->n_shared_experts) / tp;
     lo->ne = c->n_experts / lo->ep;

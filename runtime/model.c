@@ -320,7 +320,11 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         if (!cnt) continue;
         ws->expert_tokens[e] += (uint64_t)cnt;
         m->step_expert_bytes += (uint64_t)3 * (uint64_t)w->experts[e].inter * (uint64_t)H * sizeof(float);
-        mlp(m, &w->experts[e], ws->ye + (size_t)off * H, ws->xe + (size_t)off * H, cnt);
+        /* chunks of at most one step's tokens: the gate/up workspace's rows */
+        for (int k = 0; k < cnt; k += m->opt.max_step_tokens) {
+            int rows = cnt - k < m->opt.max_step_tokens ? cnt - k : m->opt.max_step_tokens;
+            mlp(m, &w->experts[e], ws->ye + (size_t)(off + k) * H, ws->xe + (size_t)(off + k) * H, rows);
+        }
     }
     /* back to received order: ep_recv[order[k]] = ye[k] */
     if (nrecv) {

@@ -89,15 +89,6 @@ void mr_plan_rank_experts(const mr_plan *p, const mr_model_config *cfg, int rank
 
 /* ---- what the model allows ------------------------------------------- */
 
-static int gcd(int a, int b) {
-    while (b) {
-        int t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 static const char *experts_key(const mr_model_config *c) {
     switch (c->arch) {
     case MR_ARCH_MIXTRAL: return "num_local_experts";
@@ -110,6 +101,7 @@ static const char *experts_key(const mr_model_config *c) {
 typedef struct tensor_rule {
     const char *name;
     int value;
+    int replicable; /* KV heads: a tensor size that is a multiple also fits (heads replicated) */
 } tensor_rule;
 
 /* Matches what the model loader slices: heads, KV heads (not for MLA:
@@ -118,14 +110,14 @@ typedef struct tensor_rule {
  * (expert = 1), and the vocabulary. */
 static int tensor_rules(const mr_model_config *c, int expert, tensor_rule *r) {
     int n = 0;
-    r[n++] = (tensor_rule){"num_attention_heads", c->n_heads};
-    if (!mr_config_is_mla(c)) r[n++] = (tensor_rule){"num_key_value_heads", c->n_kv_heads};
-    r[n++] = (tensor_rule){"intermediate_size", c->intermediate};
+    r[n++] = (tensor_rule){"num_attention_heads", c->n_heads, 0};
+    if (!mr_config_is_mla(c)) r[n++] = (tensor_rule){"num_key_value_heads", c->n_kv_heads, 1};
+    r[n++] = (tensor_rule){"intermediate_size", c->intermediate, 0};
     if (c->n_experts && expert == 1 && c->arch != MR_ARCH_MIXTRAL) /* mixtral's is intermediate_size */
-        r[n++] = (tensor_rule){"moe_intermediate_size", c->moe_intermediate};
+        r[n++] = (tensor_rule){"moe_intermediate_size", c->moe_intermediate, 0};
     if (c->shared_intermediate)
-        r[n++] = (tensor_rule){"shared_expert_intermediate_size", c->shared_intermediate};
-    r[n++] = (tensor_rule){"vocab_size", c->vocab};
+        r[n++] = (tensor_rule){"shared_expert_intermediate_size", c->shared_intermediate, 0};
+    r[n++] = (tensor_rule){"vocab_size", c->vocab, 0};
     return n;
 }
 
@@ -141,19 +133,22 @@ static int divisors(int n, int *out, int max) {
     return lo;
 }
 
-int mr_plan_valid_tensor_sizes(const mr_plan *p, const mr_model_config *cfg, int *sizes, int max) {
-    tensor_rule r[8];
-    int n = tensor_rules(cfg, p->parallel.expert, r), g = 0;
-    for (int i = 0; i < n; i++) g = gcd(g, r[i].value > 0 ? r[i].value : 0);
-    return g > 0 ? divisors(g, sizes, max) : 0;
-}
-
-/* Index of the first model size t does not divide, or -1. */
+/* Index of the first model size t does not fit, or -1. */
 static int tensor_clash(const mr_model_config *c, int t, int expert, tensor_rule *r) {
     int n = tensor_rules(c, expert, r);
-    for (int i = 0; i < n; i++)
-        if (r[i].value <= 0 || r[i].value % t) return i;
+    for (int i = 0; i < n; i++) {
+        if (r[i].value <= 0) return i;
+        if (r[i].value % t && !(r[i].replicable && t % r[i].value == 0)) return i;
+    }
     return -1;
+}
+
+int mr_plan_valid_tensor_sizes(const mr_plan *p, const mr_model_config *cfg, int *sizes, int max) {
+    tensor_rule r[8];
+    int n = 0;
+    for (int t = 1; t <= cfg->n_heads && n < max; t++)
+        if (tensor_clash(cfg, t, p->parallel.expert, r) < 0) sizes[n++] = t;
+    return n;
 }
 
 static int expert_fits(const mr_model_config *c, int plane, int e) {
@@ -308,10 +303,10 @@ mr_status mr_plan_check(const mr_plan *p, const mr_model_config *c, int world) {
         list_ints(sizes, n, list, sizeof list);
         nearest_plans(p, c, world, near, sizeof near);
         return mr_error(MR_ERR_INPUT,
-                        "%s: parallel.tensor = %d does not divide %s = %d of the model (%s); tensor sizes that "
+                        "%s: parallel.tensor = %d does not divide %s = %d of the model (%s)%s; tensor sizes that "
                         "fit this model: %s%s",
                         mr_plan_where(p, MR_PLAN_KEY_TENSOR, w, sizeof w), T, r[bad].name, r[bad].value,
-                        c->model_type, list, near);
+                        c->model_type, r[bad].replicable ? " and is not a multiple of it" : "", list, near);
     }
     if (P > c->n_layers) {
         nearest_plans(p, c, world, near, sizeof near);
@@ -381,7 +376,8 @@ void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr
     memset(out, 0, sizeof *out);
     mr_rank_coords rc = mr_plan_coords(p, rank);
     const uint64_t T = (uint64_t)p->parallel.tensor, H = (uint64_t)c->hidden;
-    const uint64_t nh = (uint64_t)c->n_heads / T, nkv = (uint64_t)c->n_kv_heads / T;
+    const uint64_t nh = (uint64_t)c->n_heads / T;
+    const uint64_t nkv = (uint64_t)c->n_kv_heads >= T ? (uint64_t)c->n_kv_heads / T : 1; /* replicated */
     int first, count;
     mr_plan_stage_layers(p, c->n_layers, rc.pipe_i, &first, &count);
     mr_plan_bytes n = {0}; /* parameters, scaled to bytes at the end */

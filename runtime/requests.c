@@ -229,10 +229,17 @@ mr_status mr_output_open(mr_output **out, const char *path, int n, int overwrite
 }
 
 mr_status mr_output_put(mr_output *o, const mr_request *r) {
-    if (r->index < 0 || r->index >= o->n || o->pending[r->index])
-        return mr_error(MR_ERR_INTERNAL, "request %d finished twice", r->index);
-    o->pending[r->index] = mr_request_format(r);
-    if (!o->pending[r->index]) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
+    char *line = mr_request_format(r);
+    if (!line) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
+    return mr_output_put_line(o, r->index, line);
+}
+
+mr_status mr_output_put_line(mr_output *o, int index, char *line) {
+    if (index < 0 || index >= o->n || o->pending[index]) {
+        free(line);
+        return mr_error(MR_ERR_INTERNAL, "request %d finished twice", index);
+    }
+    o->pending[index] = line;
     while (o->next < o->n && o->pending[o->next]) {
         char *s = o->pending[o->next];
         size_t len = strlen(s);

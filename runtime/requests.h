@@ -39,6 +39,8 @@ char *mr_request_format(const mr_request *r);
 typedef struct mr_output mr_output;
 mr_status mr_output_open(mr_output **out, const char *path, int n_requests, int overwrite);
 mr_status mr_output_put(mr_output *o, const mr_request *r);
+/* The same for a line formatted elsewhere (another rank); takes `line`. */
+mr_status mr_output_put_line(mr_output *o, int index, char *line);
 mr_status mr_output_close(mr_output *o);
 
 #endif

@@ -122,7 +122,7 @@ static void st_fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
 
 static mr_status st_strdup(char **out, const char *s) {
     *out = strdup(s);
-    if (!*out) return mr_error(MR_ERR_NOMEM, "out of memory copying '%s'", s);
+    if (!*out) return mr_error(MR_ERR_NOMEM, "out of memory copying a name of %zu bytes", strlen(s));
     return MR_OK;
 }
 

@@ -8,3 +8,19 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   add_test(NAME reference-${fx} COMMAND check-reference ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
   set_tests_properties(reference-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)
 endforeach()
+
+# Plan invariance over real MPI (mpirun -np N --oversubscribe): every plan
+# gives exactly the tokens of one rank (greedy and seeded sampling).
+set(MR_DENSE_PLANS tensor=2 tensor=4 pipeline=2 data=2 data=2,tensor=2 tensor=2,pipeline=2
+    data=2,pipeline=2 data=2,pipeline=2,tensor=2 data=2,tensor=2,micro_batches=1)
+set(MR_MOE_PLANS data=2,expert=2 tensor=2,expert=2 data=4,expert=4 data=2,tensor=2,expert=2
+    data=2,tensor=2,expert=4 data=8,expert=8 data=2,pipeline=2,expert=2)
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  set(plans ${MR_DENSE_PLANS})
+  if(fx MATCHES "mixtral|moe|deepseek")
+    list(APPEND plans ${MR_MOE_PLANS})
+  endif()
+  add_test(NAME plans-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+  set_tests_properties(plans-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE)
+endforeach()

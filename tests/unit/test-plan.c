@@ -227,9 +227,9 @@ static void test_overrides(void) {
     mr_model_config c;
     if (!load_cfg(&c, "llama")) return;
     mr_plan_init(&p);
-    mr_plan_set(&p, "parallel.tensor", "4");
+    mr_plan_set(&p, "parallel.tensor", "3");
     st = mr_plan_check(&p, &c, 0);
-    CHECK(st == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "command line: parallel.tensor = 4"), "%s",
+    CHECK(st == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "command line: parallel.tensor = 3"), "%s",
           mr_last_error());
     mr_config_free(&c);
 }
@@ -244,13 +244,15 @@ static void test_refusals(void) {
                        (const char *const[]){"= 2 ranks, but the world has 3", "nearest plans for world 3: tensor=3",
                                              NULL});
     /* tensor vs heads, KV heads, with the valid sizes */
-    expect_check_error("parallel:\n  data: 1\n  tensor: 4\n", "llama", 0,
-                       (const char *const[]){"plan.yaml:3:11: parallel.tensor = 4 does not divide "
-                                             "num_key_value_heads = 2 of the model (llama)",
-                                             "tensor sizes that fit this model: 1, 2",
-                                             "nearest plans for world 4: data=2 tensor=2", NULL});
-    expect_check_error("parallel:\n  tensor: 4\n", "qwen2_moe", 0,
-                       (const char *const[]){"num_key_value_heads = 2", "tensor sizes that fit this model: 1, 2", NULL});
+    /* more tensor ranks than KV heads: the KV heads are replicated */
+    expect_check_ok("parallel:\n  tensor: 4\n", "llama", 0);
+    expect_check_ok("parallel:\n  tensor: 4\n", "qwen2_moe", 0);
+    /* 24 heads / 8 KV heads (Llama-3.2-3B's shape): 12 neither divides 8 nor is a multiple */
+    expect_check_error("parallel:\n  data: 1\n  tensor: 12\n", "../../bench/models/llama-3b", 0,
+                       (const char *const[]){"plan.yaml:3:11: parallel.tensor = 12 does not divide "
+                                             "num_key_value_heads = 8 of the model (llama) and is not a multiple",
+                                             "tensor sizes that fit this model: 1, 2, 4, 8",
+                                             "nearest plans for world 12: data=3 tensor=4", NULL});
     expect_check_error("parallel:\n  tensor: 8\n", "deepseek_v3", 0,
                        (const char *const[]){"parallel.tensor = 8 does not divide num_attention_heads = 4",
                                              "tensor sizes that fit this model: 1, 2, 4", NULL});

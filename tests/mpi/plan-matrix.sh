@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Plan invariance over real MPI: every plan gives the same greedy tokens
+# (and the same seeded samples) as one rank, for one fixture.
+#   plan-matrix.sh MOERUN FIXTURE_DIR PLAN...    (a plan: "tensor=2,pipeline=2")
+# Each plan runs under `mpirun -np N --oversubscribe` with a timeout.
+set -u
+moerun=$1 fixture=$2
+shift 2
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+tmp=$(mktemp -d /tmp/mr-plans-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+# 12 requests of different lengths: greedy, and sampled with their own seeds.
+python3=false
+awk 'BEGIN {
+  for (i = 0; i < 12; i++) {
+    n = 3 + (i * 7) % 23; s = "";
+    for (j = 0; j < n; j++) s = s (j ? "," : "") (3 + (i * 131 + j * 17) % 500);
+    extra = (i % 3 == 2) ? ", \"temperature\": 0.8, \"top_p\": 0.9, \"seed\": " i : "";
+    printf "{\"id\": \"r%d\", \"tokens\": [%s], \"max_tokens\": %d%s}\n", i, s, 6 + i % 5, extra;
+  } }' > "$tmp/in.jsonl"
+
+common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --quiet --overwrite)
+if ! timeout 60 "$moerun" generate "${common[@]}" --output "$tmp/one.jsonl"; then
+  echo "FAIL: one-rank run"; echo "0 passed, 1 failed"; exit 1
+fi
+pass=0 fail=0
+for plan in "$@"; do
+  args=() np=1
+  IFS=, read -ra kv <<< "$plan"
+  for p in "${kv[@]}"; do
+    k=${p%%=*} v=${p#*=}
+    args+=(--set "parallel.$k=$v")
+    case $k in data|tensor|pipeline) np=$((np * v));; esac
+  done
+  out="$tmp/out-$np.jsonl"
+  if timeout 120 mpirun -np "$np" --bind-to none "$moerun" generate "${common[@]}" "${args[@]}" --output "$out" \
+       > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out"; then
+    echo "ok   $plan ($np ranks)"; pass=$((pass + 1))
+  else
+    echo "FAIL $plan ($np ranks)"; fail=$((fail + 1))
+    tail -5 "$tmp/log"; [ -f "$out" ] && diff <(head -3 "$tmp/one.jsonl") <(head -3 "$out")
+  fi
+done
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
