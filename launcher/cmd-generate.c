@@ -362,7 +362,15 @@ int mr_cmd_generate(int argc, char **argv) {
                   .tp_comm = j.tp, .ep_comm = j.ep},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
-    MR_CHECK_GOTO(mr_model_load(&m, j.plan.model, &mo, &be), st, fail);
+    /* Failure-path tests: one rank finds no checkpoint where the others do. */
+    const char *fail_rank = getenv("MR_TEST_FAIL_RANK");
+    char missing[MR_PLAN_PATH_MAX + 64];
+    const char *model_path = j.plan.model;
+    if (fail_rank && atoi(fail_rank) == j.world->rank) {
+        snprintf(missing, sizeof missing, "%s/missing-on-rank-%d", j.plan.model, j.world->rank);
+        model_path = missing;
+    }
+    MR_CHECK_GOTO(mr_model_load(&m, model_path, &mo, &be), st, fail);
     if (!quiet && j.world->rank == 0)
         MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %d requests, batch %d, budget %d, "
                 "%d threads per rank",
@@ -396,6 +404,7 @@ int mr_cmd_generate(int argc, char **argv) {
     goto cleanup;
 fail:
     if (fatal_local || !j.world || j.world->rank == 0) MR_ERRORF("%s", mr_last_error());
+    fflush(stderr);
     if (fatal_local && j.world && j.world->size > 1) mr_comm_mpi_abort(j.world, mr_status_exit_code(st));
 quiet_fail:
 cleanup:

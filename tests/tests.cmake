@@ -24,3 +24,28 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
            ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
   set_tests_properties(plans-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE)
 endforeach()
+
+# Shard reads measured by the loader under mpirun.
+add_executable(test-shard-bytes ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test-shard-bytes.c ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
+mr_target_defaults(test-shard-bytes)
+target_include_directories(test-shard-bytes PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+target_link_libraries(test-shard-bytes PRIVATE mr_runtime)
+set(MR_MPIRUN env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe --bind-to none)
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME shard-bytes-tensor-${fx} COMMAND ${MR_MPIRUN} -np 2 $<TARGET_FILE:test-shard-bytes> tensor
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(shard-bytes-tensor-${fx} PROPERTIES LABELS mpi TIMEOUT 150 RUN_SERIAL TRUE)
+endforeach()
+foreach(fx mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME shard-bytes-expert-${fx} COMMAND ${MR_MPIRUN} -np 4 $<TARGET_FILE:test-shard-bytes> expert
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(shard-bytes-expert-${fx} PROPERTIES LABELS mpi TIMEOUT 150 RUN_SERIAL TRUE)
+endforeach()
+
+# A failing or killed rank ends the job within seconds (run under timeouts).
+add_test(NAME mpi-failures COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/failures.sh $<TARGET_FILE:moerun>
+         ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/llama)
+set_tests_properties(mpi-failures PROPERTIES LABELS mpi TIMEOUT 200 RUN_SERIAL TRUE)
+add_test(NAME mpi-launch COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/launch.sh ${PROJECT_BINARY_DIR}
+         ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen2)
+set_tests_properties(mpi-launch PROPERTIES LABELS mpi TIMEOUT 120 RUN_SERIAL TRUE)
