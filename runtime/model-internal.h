@@ -100,7 +100,15 @@ struct mr_model {
     size_t n_allocs, cap_allocs;
 };
 
-/* Weight loading (model-load.c) */
-mr_status mr_model_load_weights(mr_model *m, mr_checkpoint *ck);
+/* Where weights come from: a safetensors checkpoint or a GGUF file, both
+ * read by Hugging Face tensor name with a slice, converted to float32. */
+typedef struct mr_weight_source {
+    void *h;
+    mr_status (*read)(void *h, const char *name, int ndim, const int64_t *shape, mr_slice sl, float *dst);
+    uint64_t (*bytes_read)(const void *h);
+} mr_weight_source;
+
+/* Weight loading (model-load.c); src NULL: synthetic weights. */
+mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *src);
 
 #endif

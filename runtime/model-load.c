@@ -16,7 +16,7 @@ typedef enum init_kind { INIT_LINEAR, INIT_NORM, INIT_BIAS, INIT_EMBED } init_ki
 
 typedef struct loader {
     mr_model *m;
-    mr_checkpoint *ck; /* NULL: synthetic */
+    const mr_weight_source *src; /* NULL: synthetic */
     float *tmp;        /* host staging of the slice */
     size_t tmp_cap;
     float *full;       /* synthetic: the whole tensor before slicing */
@@ -98,9 +98,9 @@ static mr_status load_into(loader *L, float *dst, const char *name, int64_t rows
     int64_t r_n = sl.axis == 0 ? sl.count : rows, c_n = sl.axis == 1 ? sl.count : c;
     size_t n = (size_t)r_n * (size_t)c_n;
     MR_CHECK(grow(&L->tmp, &L->tmp_cap, n, name));
-    if (L->ck) {
+    if (L->src) {
         int64_t shape[2] = {rows, cols};
-        MR_CHECK(mr_checkpoint_read_f32(L->ck, name, cols ? 2 : 1, shape, sl, L->tmp));
+        MR_CHECK(L->src->read(L->src->h, name, cols ? 2 : 1, shape, sl, L->tmp));
     } else if (sl.axis < 0) {
         synth_fill(L->tmp, n, name, m->opt.seed, kind, cols ? cols : rows);
     } else {
@@ -377,9 +377,9 @@ static mr_status resolve_shard(mr_model *m) {
     return MR_OK;
 }
 
-mr_status mr_model_load_weights(mr_model *m, mr_checkpoint *ck) {
+mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *ck) {
     const mr_model_config *c = &m->cfg;
-    loader L = {.m = m, .ck = ck};
+    loader L = {.m = m, .src = ck};
     mr_status st = MR_OK;
     char p[256];
     MR_CHECK(resolve_shard(m));
@@ -413,7 +413,7 @@ mr_status mr_model_load_weights(mr_model *m, mr_checkpoint *ck) {
         MR_CHECK_GOTO(load_ffn(&L, w, p, l), st, out);
     }
     MR_CHECK_GOTO(alloc_state(m), st, out);
-    if (ck) m->bytes_read = mr_checkpoint_bytes_read(ck);
+    if (ck) m->bytes_read = ck->bytes_read(ck->h);
 out:
     free(L.tmp);
     free(L.full);

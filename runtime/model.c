@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/gguf.h"
 #include "runtime/model-internal.h"
 
 /* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
@@ -35,6 +36,20 @@ uint64_t mr_model_step_weight_bytes(const mr_model *m) {
     return m->weight_bytes - m->routed_expert_bytes + m->step_expert_bytes;
 }
 
+static mr_status st_read(void *h, const char *name, int ndim, const int64_t *shape, mr_slice sl, float *dst) {
+    return mr_checkpoint_read_f32(h, name, ndim, shape, sl, dst);
+}
+static uint64_t st_bytes(const void *h) { return mr_checkpoint_bytes_read(h); }
+static mr_status gguf_read(void *h, const char *name, int ndim, const int64_t *shape, mr_slice sl, float *dst) {
+    return mr_gguf_read_f32(h, name, ndim, shape, sl, dst);
+}
+static uint64_t gguf_bytes(const void *h) { return mr_gguf_bytes_read(h); }
+
+int mr_model_path_is_gguf(const char *path) {
+    size_t n = strlen(path);
+    return n >= 5 && !strcmp(path + n - 5, ".gguf");
+}
+
 mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options *opt, mr_backend *be) {
     *out = NULL;
     mr_model *m;
@@ -42,8 +57,19 @@ mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options
     m->be = be;
     m->opt = *opt;
     mr_checkpoint *ck = NULL;
-    mr_status st = mr_config_load(&m->cfg, path);
+    mr_gguf *gg = NULL;
+    mr_weight_source src = {0};
+    int gguf = mr_model_path_is_gguf(path);
+    mr_status st;
+    if (gguf) {
+        st = mr_gguf_open(&gg, path);
+        if (st == MR_OK) st = mr_gguf_to_config(gg, &m->cfg);
+        src = (mr_weight_source){.h = gg, .read = gguf_read, .bytes_read = gguf_bytes};
+    } else {
+        st = mr_config_load(&m->cfg, path);
+    }
     if (st != MR_OK) {
+        mr_gguf_close(gg);
         free(m);
         return st;
     }
@@ -56,13 +82,18 @@ mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options
     }
     if (m->opt.max_slots <= 0) m->opt.max_slots = 1;
     if (m->opt.max_step_tokens <= 0) m->opt.max_step_tokens = 256;
-    if (!m->opt.synthetic) MR_CHECK_GOTO(mr_checkpoint_open(&ck, path), st, fail);
-    MR_CHECK_GOTO(mr_model_load_weights(m, ck), st, fail);
+    if (!m->opt.synthetic && !gguf) {
+        MR_CHECK_GOTO(mr_checkpoint_open(&ck, path), st, fail);
+        src = (mr_weight_source){.h = ck, .read = st_read, .bytes_read = st_bytes};
+    }
+    MR_CHECK_GOTO(mr_model_load_weights(m, m->opt.synthetic ? NULL : &src), st, fail);
     mr_checkpoint_close(ck);
+    mr_gguf_close(gg);
     *out = m;
     return MR_OK;
 fail:
     mr_checkpoint_close(ck);
+    mr_gguf_close(gg);
     mr_model_free(m);
     return st;
 }

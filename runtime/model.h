@@ -47,10 +47,12 @@ typedef struct mr_batch {
     const int32_t *out_rows;            /* (n_out) indices into the batch */
 } mr_batch;
 
-/* Load `path` (a Hugging Face folder).  With opt->synthetic only config.json
+/* Load `path` (a Hugging Face folder or a .gguf file).  With opt->synthetic only config.json
  * is read. */
 mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options *opt, mr_backend *be);
 void mr_model_free(mr_model *m);
+/* Whether `path` names a GGUF file (else a Hugging Face folder). */
+int mr_model_path_is_gguf(const char *path);
 
 const mr_model_config *mr_model_get_config(const mr_model *m);
 const mr_model_options *mr_model_get_options(const mr_model *m);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "runtime/gguf.h"
 #include "runtime/plan.h"
 
 #define MAX_WORLD (1 << 24)
@@ -350,11 +351,13 @@ mr_status mr_plan_load_model_config(mr_model_config *cfg, const char *model) {
     if (!model || !*model)
         return mr_error(MR_ERR_INPUT, "no model: set `model:` in the plan or pass --model PATH");
     size_t n = strlen(model);
-    if (n >= 5 && !strcmp(model + n - 5, ".gguf"))
-        return mr_error(MR_ERR_UNSUPPORTED,
-                        "%s: checking a plan against a GGUF file is not supported yet; pass the Hugging Face "
-                        "folder of the model with --model",
-                        model);
+    if (n >= 5 && !strcmp(model + n - 5, ".gguf")) { /* its metadata only, no tensor data */
+        mr_gguf *g;
+        MR_CHECK(mr_gguf_open(&g, model));
+        mr_status st = mr_gguf_to_config(g, cfg);
+        mr_gguf_close(g);
+        return st;
+    }
     struct stat sb;
     if (stat(model, &sb) != 0) return mr_error(MR_ERR_INPUT, "model %s: no such file or folder", model);
     if (S_ISREG(sb.st_mode)) {
