@@ -324,8 +324,12 @@ static void test_refusals(void) {
     CHECK(mr_plan_valid_tensor_sizes(&p, &c, sizes, 8) == 3 && sizes[2] == 4, "MLA valid tensor sizes");
     mr_config_free(&c);
 
-    /* a GGUF file is refused as unsupported, a missing model as input */
-    CHECK(mr_plan_load_model_config(&c, "/models/x.gguf") == MR_ERR_UNSUPPORTED, "gguf");
+    /* a GGUF file's metadata gives the config; a missing file or model is refused */
+    CHECK(mr_plan_load_model_config(&c, "/models/x.gguf") != MR_OK &&
+              mr_test_contains(mr_last_error(), "/models/x.gguf"), "%s", mr_last_error());
+    CHECK(mr_plan_load_model_config(&c, mr_test_src("tests/fixtures/gguf/llama.gguf")) == MR_OK &&
+              c.n_layers > 0 && c.arch == MR_ARCH_LLAMA, "%s", mr_last_error());
+    mr_config_free(&c);
     CHECK(mr_plan_load_model_config(&c, "/nonexistent/model") == MR_ERR_INPUT &&
               mr_test_contains(mr_last_error(), "/nonexistent/model"),
           "%s", mr_last_error());
