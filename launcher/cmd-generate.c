@@ -385,7 +385,13 @@ int mr_cmd_generate(int argc, char **argv) {
         }
     }
     mr_engine_dist dist = {.pipe = j.pipe, .micro_batches = mr_plan_micro_batches(&j.plan), .lockstep = j.lock};
-    mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist};
+    /* MR_DUMP_LOGITS=DIR: each last-stage rank of tensor index 0 writes the
+     * logits it sampled from (tests compare plans with them). */
+    char dump[MR_PLAN_PATH_MAX + 32];
+    const char *dump_dir = getenv("MR_DUMP_LOGITS");
+    if (dump_dir) snprintf(dump, sizeof dump, "%s/logits-r%d.bin", dump_dir, j.world->rank);
+    mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist,
+                            .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL};
     mr_engine_stats stats;
     MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, on_done, &j, &stats), st, fail);
     if (j.reporter) MR_CHECK_GOTO(gather_results(&j, n_all), st, fail);

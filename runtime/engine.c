@@ -77,6 +77,7 @@ typedef struct engine {
     row_sample *rs;
     float *logits, *x;
     mr_sampler *smp;
+    FILE *dump; /* logits of every sampled row, for plan-invariance tests */
     mr_engine_stats s;
 } engine;
 
@@ -133,6 +134,7 @@ static void engine_free(engine *e) {
     free(e->rs);
     free(e->logits);
     mr_sampler_destroy(e->smp);
+    if (e->dump) fclose(e->dump);
 }
 
 static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *opt) {
@@ -167,6 +169,10 @@ static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *op
     e->rs = malloc(b * sizeof(row_sample));
     e->logits = malloc(b * (size_t)e->V * sizeof(float));
     e->smp = mr_sampler_create(e->V);
+    if (opt->dump_logits && e->stage == e->P - 1) {
+        e->dump = fopen(opt->dump_logits, "wb");
+        if (!e->dump) return mr_error(MR_ERR_IO, "cannot write %s", opt->dump_logits);
+    }
     if (!e->g || !e->tok || !e->slot || !e->pos || !e->rows || !e->sampled || !e->rs || !e->logits || !e->smp)
         return mr_error(MR_ERR_NOMEM, "out of memory for the engine's step buffers");
     /* Slots are dealt to micro-batches: group k owns every G-th slot. */
@@ -187,6 +193,12 @@ static void sample_rows(engine *e, int n_out) {
     for (int i = 0; i < n_out; i++)
         e->sampled[i] = mr_sample(e->smp, e->logits + (size_t)i * e->V, &e->rs[i].p, e->rs[i].id_hash,
                                   e->rs[i].position, NULL);
+    if (e->dump) /* (id hash, position, vocab floats) per sampled row */
+        for (int i = 0; i < n_out; i++) {
+            fwrite(&e->rs[i].id_hash, sizeof(uint64_t), 1, e->dump);
+            fwrite(&e->rs[i].position, sizeof(int32_t), 1, e->dump);
+            fwrite(e->logits + (size_t)i * e->V, sizeof(float), (size_t)e->V, e->dump);
+        }
 }
 
 /* Tokens of group g's rows arrived: extend, decide who finished, retire. */

@@ -59,6 +59,7 @@ typedef struct mr_engine_options {
     int max_batch;    /* sequences at once (<= model max_slots) */
     int token_budget; /* tokens per step (<= model max_step_tokens) */
     const mr_engine_dist *dist; /* NULL: one rank runs every stage */
+    const char *dump_logits;    /* last stage: write every sampled row's logits here (tests) */
 } mr_engine_options;
 
 typedef struct mr_engine_stats {

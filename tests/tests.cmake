@@ -49,3 +49,7 @@ set_tests_properties(mpi-failures PROPERTIES LABELS mpi TIMEOUT 200 RUN_SERIAL T
 add_test(NAME mpi-launch COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/launch.sh ${PROJECT_BINARY_DIR}
          ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen2)
 set_tests_properties(mpi-launch PROPERTIES LABELS mpi TIMEOUT 120 RUN_SERIAL TRUE)
+
+add_executable(compare-logits ${CMAKE_CURRENT_SOURCE_DIR}/mpi/compare-logits.c)
+mr_target_defaults(compare-logits)
+target_link_libraries(compare-logits PRIVATE ${MATH_LIB})

@@ -5,13 +5,14 @@
 # Each plan runs under `mpirun -np N --oversubscribe` with a timeout.
 set -u
 moerun=$1 fixture=$2
+compare=$(dirname "$moerun")/../tests/compare-logits
+vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$fixture/config.json")
 shift 2
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 tmp=$(mktemp -d /tmp/mr-plans-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 # 12 requests of different lengths: greedy, and sampled with their own seeds.
-python3=false
 awk 'BEGIN {
   for (i = 0; i < 12; i++) {
     n = 3 + (i * 7) % 23; s = "";
@@ -21,7 +22,8 @@ awk 'BEGIN {
   } }' > "$tmp/in.jsonl"
 
 common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --quiet --overwrite)
-if ! timeout 60 "$moerun" generate "${common[@]}" --output "$tmp/one.jsonl"; then
+mkdir -p "$tmp/l1"
+if ! MR_DUMP_LOGITS="$tmp/l1" timeout 60 "$moerun" generate "${common[@]}" --output "$tmp/one.jsonl"; then
   echo "FAIL: one-rank run"; echo "0 passed, 1 failed"; exit 1
 fi
 pass=0 fail=0
@@ -34,12 +36,14 @@ for plan in "$@"; do
     case $k in data|tensor|pipeline) np=$((np * v));; esac
   done
   out="$tmp/out-$np.jsonl"
-  if timeout 120 mpirun -np "$np" --bind-to none "$moerun" generate "${common[@]}" "${args[@]}" --output "$out" \
-       > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out"; then
-    echo "ok   $plan ($np ranks)"; pass=$((pass + 1))
+  rm -rf "$tmp/ln" && mkdir -p "$tmp/ln"
+  if timeout 120 mpirun -np "$np" --bind-to none -x MR_DUMP_LOGITS="$tmp/ln" "$moerun" generate "${common[@]}" \
+       "${args[@]}" --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
+     "$compare" "$vocab" 1e-4 "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1; then
+    echo "ok   $plan ($np ranks): same tokens; $(cat "$tmp/cmp")"; pass=$((pass + 1))
   else
     echo "FAIL $plan ($np ranks)"; fail=$((fail + 1))
-    tail -5 "$tmp/log"; [ -f "$out" ] && diff <(head -3 "$tmp/one.jsonl") <(head -3 "$out")
+    tail -5 "$tmp/log"; cat "$tmp/cmp" 2>/dev/null; [ -f "$out" ] && diff <(head -3 "$tmp/one.jsonl") <(head -3 "$out")
   fi
 done
 echo "$pass passed, $fail failed"
