@@ -27,6 +27,7 @@
 
 #define MR_CPU_ALIGN 64
 #define MR_CPU_MATMUL_PAR_MIN 2e5 /* flops */
+#define MR_CPU_SMALL_M_MAX 32     /* see cpu_small_m_max */
 
 /* ---- memory ------------------------------------------------------------- */
 
@@ -48,12 +49,18 @@ static void cpu_sync(mr_backend *b) {}
 
 /* ---- matrix product ----------------------------------------------------- */
 
+/* Largest M for the small-M kernel (cpu-gemm-small.c); 0 = never.  Set at
+ * init from MR_CPU_MATMUL_SMALL_M (process-wide, like OpenBLAS's thread
+ * count); -1 until then, and where the CPU lacks FMA. */
+static int cpu_small_m_max = -1;
+
 /* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y. */
 static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
                        const float *bias, int M, int N, int K, int accumulate) {
     assert(M >= 1 && N >= 1 && K >= 1);
+    int small = M >= 2 && M <= cpu_small_m_max;
     float beta = accumulate ? 1.0f : 0.0f;
-    if (bias) {
+    if (bias && !small) {
         /* Put the bias into y first and let BLAS accumulate onto it. */
         for (int m = 0; m < M; m++) {
             float *row = y + (size_t)m * N;
@@ -71,8 +78,8 @@ static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
         beta = 1.0f;
     }
     /* Threads split the rows of w (columns of y) in blocks of 16; each
-     * calls single-threaded BLAS on its block, which costs a repacking of x
-     * per thread but no second thread pool. */
+     * runs the small-M kernel or single-threaded BLAS on its block (BLAS
+     * repacks x per thread, but there is no second thread pool). */
     double flops = 2.0 * M * N * K;
     int nblk = (N + 15) / 16;
     int nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
@@ -89,7 +96,9 @@ static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
         if (n1 > N) n1 = N;
         if (n1 > n0) {
             const float *wb = w + (size_t)n0 * K;
-            if (M == 1)
+            if (small)
+                mr_cpu_gemm_small(y, x, w, bias, M, N, K, n0, n1, accumulate);
+            else if (M == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, wb, K, x,
                             1, beta, y + n0, 1);
             else
@@ -246,6 +255,9 @@ int mr_backend_cpu_init(mr_backend *b, int threads) {
     /* Process-wide.  cpu_matmul parallelises over OpenBLAS calls itself
      * (see the top of this file). */
     openblas_set_num_threads(1);
+    const char *e = getenv("MR_CPU_MATMUL_SMALL_M");
+    cpu_small_m_max = !mr_cpu_gemm_small_ok() ? 0 : e && *e ? atoi(e) : MR_CPU_SMALL_M_MAX;
+    if (cpu_small_m_max > mr_cpu_gemm_small_max_m()) cpu_small_m_max = mr_cpu_gemm_small_max_m();
     return 0;
 }
 

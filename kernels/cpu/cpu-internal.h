@@ -19,6 +19,15 @@ void mr_cpu_attention(mr_backend *b, float *out, const float *q, const float *k,
                       int ntok, int nh, int nkv, int dqk, int dv,
                       size_t slot_stride_k, size_t slot_stride_v, float scale);
 
+/* cpu-gemm-small.c: y(M, n0:n1) = x(M,K) . w(n0:n1,K)^T (+ bias(n0:n1)),
+ * accumulate != 0 adds into y; y, w and bias are the whole (M,N), (N,K),
+ * (N) arrays.  Single-threaded: callers split n0:n1.  Use only where
+ * _ok() says yes (FMA in hardware) and for M <= _max_m(). */
+void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bias, int M,
+                       int N, int K, int n0, int n1, int accumulate);
+int mr_cpu_gemm_small_ok(void);
+int mr_cpu_gemm_small_max_m(void);
+
 /* cpu-moe.c */
 void mr_cpu_route(mr_backend *b, int32_t *idx, float *weight, const float *logits,
                   int T, const mr_route_params *p);

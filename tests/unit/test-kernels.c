@@ -120,6 +120,67 @@ static void test_matmul(void) {
     }
 }
 
+/* The small-M kernel (cpu-gemm-small.c, 2 <= M <= 32 by default; 33 is the
+ * first M past it): odd N and K, N not a multiple of its 3-row tiles nor of
+ * the 16-row thread split, K not a multiple of its 8-lane vectors, and K
+ * long enough (1500, 2011) to be cut into several column blocks.  Results
+ * must not depend on the thread count: 1, 3 and the default threads are
+ * compared bit for bit where the small-M kernel runs (it needs FMA, as the
+ * backend checks at init, and MR_CPU_MATMUL_SMALL_M may move its limit). */
+static int small_m_kernel_runs(int M) {
+    const char *e = getenv("MR_CPU_MATMUL_SMALL_M");
+    int max_m = e && *e ? atoi(e) : 32;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("x86-64-v3")) return 0;
+#endif
+    return M >= 2 && M <= max_m;
+}
+
+static void test_matmul_small(void) {
+    static const int ms[] = {2, 3, 7, 16, 31, 32, 33};
+    static const int nk[][2] = {{1, 5}, {2, 17}, {37, 65}, {101, 1500}, {19, 2011}};
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t s = 0; s < sizeof nk / sizeof nk[0]; s++) {
+            int M = ms[a], N = nk[s][0], K = nk[s][1];
+            size_t mn = (size_t)M * N;
+            float *x = falloc((size_t)M * K), *w = falloc((size_t)N * K), *bias = falloc(N);
+            float *y = falloc(mn), *y1 = falloc(mn), *y3 = falloc(mn), *y0 = falloc(mn);
+            double *ref = dalloc(mn);
+            fill(x, (size_t)M * K, -1, 1);
+            fill(w, (size_t)N * K, -1, 1);
+            fill(bias, N, -2, 2);
+            fill(y0, mn, -3, 3);
+            for (int with_bias = 0; with_bias < 2; with_bias++)
+                for (int acc = 0; acc < 2; acc++) {
+                    const float *bp = with_bias ? bias : NULL;
+                    mr_backend *be[3] = {&B, &B1, &B3};
+                    float *out[3] = {y, y1, y3};
+                    for (int t = 0; t < 3; t++) {
+                        for (size_t i = 0; i < mn; i++) out[t][i] = acc ? y0[i] : NAN;
+                        be[t]->ops->matmul(be[t], out[t], x, w, bp, M, N, K, acc);
+                    }
+                    for (int m = 0; m < M; m++)
+                        for (int n = 0; n < N; n++) {
+                            double r = acc ? y0[(size_t)m * N + n] : 0.0;
+                            if (with_bias) r += bias[n];
+                            for (int k = 0; k < K; k++)
+                                r += (double)x[(size_t)m * K + k] * w[(size_t)n * K + k];
+                            ref[(size_t)m * N + n] = r;
+                        }
+                    char what[96];
+                    snprintf(what, sizeof what, "matmul small M=%d N=%d K=%d bias=%d acc=%d", M,
+                             N, K, with_bias, acc);
+                    cmp(what, y, ref, mn, 1e-5);
+                    if (small_m_kernel_runs(M)) { /* sgemm may block by thread */
+                        same_bits(what, y, y1, mn * sizeof *y);
+                        same_bits(what, y1, y3, mn * sizeof *y);
+                    }
+                }
+            free(x); free(w); free(bias); free(y); free(y1); free(y3); free(y0); free(ref);
+        }
+}
+
 /* ---- rmsnorm ------------------------------------------------------------ */
 
 static void test_rmsnorm(void) {
@@ -600,6 +661,7 @@ int main(void) {
     }
     test_memory();
     test_matmul();
+    test_matmul_small();
     test_rmsnorm();
     test_rope();
     test_attention();

@@ -1,0 +1,158 @@
+/* The small-M matrix product of the CPU backend: y(M,n0:n1) = x(M,K) .
+ * w(n0:n1,K)^T for the decode-sized M where OpenBLAS's sgemm is far from
+ * both its compute peak and the memory floor (it packs x and w for large
+ * products; at M = 8 it reaches ~47 GFLOP/s on the build machine).
+ *
+ * A register tile of MR rows of x times NR rows of w keeps MR*NR vector
+ * accumulators of VL lanes; the inner loop over K loads NR vectors of w and
+ * MR of x and does MR*NR fused multiply-adds.  Each row of w is read from
+ * memory once and reused from cache for every tile of x rows.
+ *
+ * The sum for one element (m, n) is the same sequence of operations
+ * wherever the element falls in a tile and whatever the tile shape: lane l
+ * accumulates fmaf(x[k], w[k], acc) over k = l, l+VL, ... (the last partial
+ * vector zero-padded), then the VL lanes are added in a fixed tree.  So the
+ * result depends neither on the thread count, nor on M, nor on which ISA
+ * clone runs (fmaf is exact-rounded everywhere; contraction is off in ISO C
+ * mode, so no other operation is fused behind our back).
+ *
+ * Portable C: the lane loops are `omp simd` and GCC turns them into one
+ * vector instruction each; `GCC unroll` unrolls the tile loops so the
+ * accumulators live in registers (GCC 12 at -O2 keeps them in memory
+ * otherwise).  x86-64 builds carry clones for x86-64-v3 (AVX2 + FMA) and v4
+ * (AVX-512), chosen at run time; without FMA in hardware fmaf would be a
+ * library call, so mr_cpu_gemm_small_ok() says no and the caller uses BLAS. */
+#include "kernels/cpu/cpu-internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define VL 8 /* lanes per accumulator: one AVX2 register */
+#define MR 4 /* rows of x per tile */
+#define NR 3 /* rows of w per tile: 12 accumulators + 3 w + 1 x = 16 registers */
+/* Packed block of x: 128 KB of stack, so M x kc fits L2 and kc = K up to
+ * M = 16 at K = 2048.  Shorter blocks were slower (each block restarts
+ * the hardware prefetcher on every row of w, and adds a lane sum). */
+#define XBUF_FLOATS 32768
+
+#define MR_UNROLL _Pragma("GCC unroll 8")
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MR_GEMM_X86_CLONES 1
+#define MR_GEMM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MR_GEMM_CLONES
+#endif
+
+/* Fixed-order sum of the VL lanes. */
+static inline float lane_sum(const float *a) {
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+/* One tile over a block of kc columns: MR rows of packed x (xp: vectors of
+ * MR x VL, zero-padded) times the NR rows w[j], of which mr x nr results
+ * are kept (the last tile of x has zero rows, the last tile of a slice
+ * repeats its last row of w: one code path for all, the spare work is lost
+ * in the time to stream w).  The lane sums are added into y (stride N), on
+ * the first block into (accumulate ? y : 0) + bias.  Inlined, so that it
+ * is built for each clone of the caller. */
+static inline __attribute__((always_inline)) void
+tile(int mr, int nr, float *restrict y, const float *restrict xp, const float *const *restrict w,
+     const float *restrict bias, int N, int kc, int first, int accumulate) {
+    float a[MR][NR][VL];
+    MR_UNROLL for (int i = 0; i < MR; i++)
+        MR_UNROLL for (int j = 0; j < NR; j++)
+#pragma omp simd
+            for (int l = 0; l < VL; l++) a[i][j][l] = 0.0f;
+    int kv = kc / VL * VL;
+    const float *xs = xp;
+    for (int k = 0; k < kv; k += VL, xs += MR * VL) {
+        MR_UNROLL for (int i = 0; i < MR; i++)
+            MR_UNROLL for (int j = 0; j < NR; j++) {
+                const float *xi = xs + i * VL, *wj = w[j] + k;
+#pragma omp simd
+                for (int l = 0; l < VL; l++) a[i][j][l] = fmaf(xi[l], wj[l], a[i][j][l]);
+            }
+    }
+    if (kv < kc) { /* w's last partial vector, zero-padded (x already is) */
+        float wt[NR][VL] = {{0}};
+        for (int j = 0; j < NR; j++) memcpy(wt[j], w[j] + kv, sizeof(float) * (size_t)(kc - kv));
+        MR_UNROLL for (int i = 0; i < MR; i++)
+            MR_UNROLL for (int j = 0; j < NR; j++) {
+                const float *xi = xs + i * VL;
+#pragma omp simd
+                for (int l = 0; l < VL; l++) a[i][j][l] = fmaf(xi[l], wt[j][l], a[i][j][l]);
+            }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float *yo = y + (size_t)i * N + j, base = *yo;
+            if (first) {
+                base = accumulate ? *yo : 0.0f;
+                if (bias) base += bias[j];
+            }
+            *yo = base + lane_sum(a[i][j]);
+        }
+}
+
+/* Copy x(:, k0:k0+kc) into xp as MR-row tiles, each a run of vectors of MR
+ * x VL (row i's VL columns together), zero-padded to whole vectors and
+ * whole tiles: one sequential stream per tile, and no cache-set conflicts
+ * between rows of x whose stride is a power of two. */
+static void pack_x(float *restrict xp, const float *restrict x, int M, int K, int k0, int kc) {
+    int steps = (kc + VL - 1) / VL;
+    for (int m0 = 0; m0 < M; m0 += MR)
+        for (int s = 0; s < steps; s++, xp += MR * VL)
+            for (int i = 0; i < MR; i++) {
+                int m = m0 + i, c = kc - s * VL < VL ? kc - s * VL : VL;
+                if (m < M)
+                    memcpy(xp + i * VL, x + (size_t)m * K + k0 + s * VL, sizeof(float) * (size_t)c);
+                else
+                    c = 0;
+                for (int l = c; l < VL; l++) xp[i * VL + l] = 0.0f;
+            }
+}
+
+/* The columns go in equal blocks of kc, as few as let M x kc fit the packed
+ * buffer.  For each block x is packed, and every NR-row tile of w is swept
+ * across all tiles of x: w is read from memory once and reused from L1,
+ * the packed x from L1/L2.  Each block's lane sums are added into y, so the
+ * order of additions depends on M and K, never on n0:n1. */
+MR_GEMM_CLONES
+void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bias, int M,
+                       int N, int K, int n0, int n1, int accumulate) {
+    float xp[XBUF_FLOATS] __attribute__((aligned(64)));
+    int mpad = (M + MR - 1) / MR * MR;
+    int kcmax = XBUF_FLOATS / mpad / VL * VL;
+    if (kcmax < VL) return; /* M above mr_cpu_gemm_small_max_m(); the caller checks */
+    int nblocks = (K + kcmax - 1) / kcmax;
+    int kcb = ((K + nblocks - 1) / nblocks + VL - 1) / VL * VL;
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = K - k0 < kcb ? K - k0 : kcb, steps = (kc + VL - 1) / VL;
+        pack_x(xp, x, M, K, k0, kc);
+        for (int n = n0; n < n1; n += NR) {
+            int nr = n1 - n < NR ? n1 - n : NR;
+            const float *wr[NR];
+            for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K + k0;
+            const float *bn = bias ? bias + n : NULL;
+            for (int m = 0; m < M; m += MR) {
+                float *ym = y + (size_t)m * N + n;
+                const float *xm = xp + (size_t)(m / MR) * steps * MR * VL;
+                tile(M - m < MR ? M - m : MR, nr, ym, xm, wr, bn, N, kc, k0 == 0, accumulate);
+            }
+        }
+    }
+}
+
+int mr_cpu_gemm_small_max_m(void) { return XBUF_FLOATS / VL; }
+
+int mr_cpu_gemm_small_ok(void) {
+#if defined(MR_GEMM_X86_CLONES)
+    __builtin_cpu_init(); /* the same test as the clones' resolver */
+    return __builtin_cpu_supports("x86-64-v3") > 0;
+#elif defined(__FMA__) || defined(__aarch64__)
+    return 1; /* built for a target with FMA */
+#else
+    return 0; /* fmaf would be a library call */
+#endif
+}
