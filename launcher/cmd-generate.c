@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "launcher/commands.h"
 #include "runtime/comm.h"
@@ -19,6 +20,7 @@
 #include "runtime/model.h"
 #include "runtime/plan.h"
 #include "runtime/requests.h"
+#include "runtime/tokenizer-model.h"
 #include "topology/topology.h"
 
 enum { TAG_RESULT = 201 };
@@ -29,17 +31,31 @@ static void usage(FILE *f) {
             "                      [options]\n"
             "\n"
             "Runs every request of IN.jsonl and writes one JSON line per input line to OUT.jsonl,\n"
-            "in input order.  Input lines: {\"id\": ..., \"tokens\": [ids], \"max_tokens\": N,\n"
-            "\"temperature\": T, \"top_p\": P, \"top_k\": K, \"seed\": S, \"stop_token_ids\": [...],\n"
-            "\"ignore_eos\": bool}; only \"tokens\" is required.  A bad line gets an error record\n"
-            "naming its line number and the job goes on.  Options override the plan file.\n"
+            "in input order.  Input lines, either\n"
+            "  {\"id\": ..., \"prompt\": \"text\" | \"tokens\": [ids], \"max_tokens\": N, \"temperature\": T,\n"
+            "   \"top_p\": P, \"top_k\": K, \"seed\": S, \"stop\": \"s\" | [\"s\", ...], \"stop_token_ids\": [...],\n"
+            "   \"ignore_eos\": bool}\n"
+            "answered as {\"id\", \"text\", \"tokens\", \"finish_reason\": \"stop\"|\"length\", \"usage\"}, or\n"
+            "OpenAI batch lines, as vLLM run-batch takes them:\n"
+            "  {\"custom_id\": ..., \"method\": \"POST\", \"url\": \"/v1/completions\",\n"
+            "   \"body\": {\"model\", \"prompt\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"stop\", ...}}\n"
+            "answered as {\"id\", \"custom_id\", \"response\": {\"status_code\", \"request_id\", \"body\":\n"
+            "{completion with choices[0].text, finish_reason, usage}}, \"error\": null}.  Text prompts\n"
+            "and stop strings need a tokenizer; BOS is added where the tokenizer says so.  Generation\n"
+            "stops at EOS, a stop token or a stop string (the text is cut before it).  A bad line\n"
+            "(not JSON, missing or wrong field, token outside the vocabulary, prompt longer than the\n"
+            "context, unsupported url) gets an error record \"IN.jsonl:LINE: why\" and the job goes on.\n"
+            "Options override the plan file.\n"
             "\n"
             "plan and model:\n"
             "  --plan PATH            YAML plan (see configs/); without one, a one-rank plan\n"
             "  --set KEY=VALUE        override a plan key, e.g. --set parallel.tensor=2\n"
             "  --data N, --tensor N, --pipeline N, --expert N, --micro-batches N\n"
             "                         parallel sizes (shortcuts for --set parallel.*)\n"
-            "  --model PATH           Hugging Face checkpoint folder (config.json + *.safetensors)\n"
+            "  --model PATH           Hugging Face checkpoint folder (config.json + *.safetensors) or .gguf\n"
+            "  --tokenizer PATH       tokenizer.json or .gguf to use (default: MODEL/tokenizer.json if\n"
+            "                         present, or the GGUF's tokenizer.ggml.* metadata; without one only\n"
+            "                         \"tokens\" requests run)\n"
             "  --synthetic-weights    random weights from config.json alone (benchmarks)\n"
             "  --weights-seed N       seed of the synthetic weights (default 1)\n"
             "batching:\n"
@@ -60,14 +76,16 @@ static void usage(FILE *f) {
             "  --quiet                no progress or summary on stderr\n"
             "  -h, --help             this text\n"
             "\n"
-            "Exit status: 0 success (also when some lines got error records), 2 bad input, plan or\n"
-            "options, 1 internal failure; every rank exits non-zero when one fails.\n");
+            "Exit status: 0 when the job ran and at least one line was answered (other lines may\n"
+            "hold error records); 2 bad plan, options, model or tokenizer, or when every line got an\n"
+            "error record (the output is still written); 1 internal failure.  Every rank exits\n"
+            "non-zero when one fails.\n");
 }
 
 enum {
     OPT_PLAN = 256, OPT_SET, OPT_DATA, OPT_TENSOR, OPT_PIPELINE, OPT_EXPERT, OPT_MICRO, OPT_MODEL, OPT_INPUT,
     OPT_OUTPUT, OPT_SYNTH, OPT_WSEED, OPT_BATCH, OPT_BUDGET, OPT_CTX, OPT_THREADS, OPT_MAXTOK, OPT_TEMP, OPT_TOPP,
-    OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET,
+    OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET, OPT_TOKENIZER,
 };
 
 /* Options that are plan keys, by option id. */
@@ -103,15 +121,18 @@ typedef struct job {
     char **lines; /* results of this replica, for rank 0 (reporter != rank 0) */
     int *line_idx, n_lines;
     int done, total;
+    int answered;          /* results without an error record (reporters) */
+    mr_format_info info;
 } job;
 
 static mr_status on_done(void *user, mr_request *r) {
     job *j = user;
     j->done++;
     if (!j->reporter) return MR_OK;
-    if (r->finish == MR_FINISH_ERROR) MR_WARN("line %d: %s", r->line, r->error ? r->error : "error");
+    if (r->finish == MR_FINISH_ERROR) MR_WARN("%s:%d: %s", j->info.input, r->line, r->error ? r->error : "error");
+    else j->answered++;
     if (j->world->rank == 0) return mr_output_put(j->out, r);
-    char *s = mr_request_format(r);
+    char *s = mr_request_format(r, &j->info);
     if (!s) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
     j->lines[j->n_lines] = s;
     j->line_idx[j->n_lines++] = r->index;
@@ -249,9 +270,10 @@ int mr_cmd_generate(int argc, char **argv) {
         {"temperature", 1, 0, OPT_TEMP},    {"top-p", 1, 0, OPT_TOPP},       {"top-k", 1, 0, OPT_TOPK},
         {"seed", 1, 0, OPT_SEED},           {"ignore-eos", 0, 0, OPT_IGNORE_EOS},
         {"overwrite", 0, 0, OPT_OVERWRITE}, {"quiet", 0, 0, OPT_QUIET},      {"help", 0, 0, 'h'},
+        {"tokenizer", 1, 0, OPT_TOKENIZER},
         {0, 0, 0, 0},
     };
-    const char *plan_path = NULL;
+    const char *plan_path = NULL, *tok_path = NULL;
     struct { const char *key; char *val; } sets[128];
     int n_sets = 0, synthetic = 0, overwrite = 0, quiet = 0, ignore_eos = 0, c;
     long wseed = 1;
@@ -269,6 +291,7 @@ int mr_cmd_generate(int argc, char **argv) {
             break;
         }
         case OPT_SYNTH: synthetic = 1; break;
+        case OPT_TOKENIZER: tok_path = optarg; break;
         case OPT_WSEED: {
             char *end;
             wseed = strtol(optarg, &end, 10);
@@ -299,6 +322,7 @@ int mr_cmd_generate(int argc, char **argv) {
     int fatal_local = 0; /* a failure only this rank may see: abort the job */
     mr_backend be = {0};
     mr_model *m = NULL;
+    mr_tokenizer *tok = NULL;
     mr_request *all = NULL, *mine = NULL;
     int n_all = 0, n_mine = 0;
     mr_model_config cfg;
@@ -325,10 +349,17 @@ int mr_cmd_generate(int argc, char **argv) {
                    .top_k = j.plan.generation.top_k, .seed = j.plan.generation.seed},
         .ignore_eos = ignore_eos,
     };
+    MR_CHECK_GOTO(mr_tokenizer_load_for_model(&tok, j.plan.model, tok_path), st, fail);
+    d.tok = tok;
     MR_CHECK_GOTO(mr_requests_read(j.plan.input, &d, &all, &n_all), st, fail);
+    /* One "created" time for every replica's lines. */
+    int created = (int)time(NULL);
+    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &created, 1), st, fail);
+    j.info = (mr_format_info){.input = j.plan.input, .model = j.plan.model, .created = created};
     if (j.world->rank == 0) {
         st = mr_output_open(&j.out, j.plan.output, n_all, overwrite);
         if (st != MR_OK) MR_ERRORF("%s", mr_last_error());
+        else mr_output_set_info(j.out, &j.info);
     }
     int bad = st != MR_OK;
     MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &bad, 1), st, fail);
@@ -372,10 +403,11 @@ int mr_cmd_generate(int argc, char **argv) {
     }
     MR_CHECK_GOTO(mr_model_load(&m, model_path, &mo, &be), st, fail);
     if (!quiet && j.world->rank == 0)
-        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %d requests, batch %d, budget %d, "
+        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %s, %d requests, batch %d, budget %d, "
                 "%d threads per rank",
                 j.plan.model, cfg.model_type, cfg.n_layers, cfg.hidden, mr_config_param_count(&cfg) / 1e6,
-                synthetic ? ", synthetic weights" : "", n_all, mo.max_slots, mo.max_step_tokens, be.threads);
+                synthetic ? ", synthetic weights" : "", tok ? "tokenizer loaded" : "no tokenizer (token ids only)",
+                n_all, mo.max_slots, mo.max_step_tokens, be.threads);
     if (j.me.pipe_i == 0) {
         MR_CHECK_GOTO(share_requests(all, n_all, j.plan.parallel.data, j.me.data_i, &mine, &n_mine), st, fail);
         if (j.reporter && j.world->rank != 0) {
@@ -391,11 +423,13 @@ int mr_cmd_generate(int argc, char **argv) {
     const char *dump_dir = getenv("MR_DUMP_LOGITS");
     if (dump_dir) snprintf(dump, sizeof dump, "%s/logits-r%d.bin", dump_dir, j.world->rank);
     mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist,
-                            .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL};
+                            .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL, .tok = tok};
     mr_engine_stats stats;
     MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, on_done, &j, &stats), st, fail);
     if (j.reporter) MR_CHECK_GOTO(gather_results(&j, n_all), st, fail);
     report_experts(&j, m);
+    int answered = j.answered > 0;
+    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &answered, 1), st, fail);
     if (j.world->rank == 0) {
         MR_CHECK_GOTO(mr_output_close(j.out), st, fail);
         j.out = NULL;
@@ -407,6 +441,10 @@ int mr_cmd_generate(int argc, char **argv) {
                     (unsigned long long)stats.steps);
     }
     st = MR_OK;
+    if (n_all > 0 && !answered) {
+        st = MR_ERR_INPUT;
+        if (j.world->rank == 0) MR_ERRORF("every line of %s got an error record (see %s)", j.plan.input, j.plan.output);
+    }
     goto cleanup;
 fail:
     if (fatal_local || !j.world || j.world->rank == 0) MR_ERRORF("%s", mr_last_error());
@@ -416,6 +454,7 @@ quiet_fail:
 cleanup:
     mr_output_close(j.out);
     mr_model_free(m);
+    mr_tokenizer_free(tok);
     mr_requests_free(all, n_all);
     mr_requests_free(mine, n_mine);
     for (int i = 0; i < j.n_lines; i++) free(j.lines[i]);

@@ -35,6 +35,10 @@ void mr_request_clear(mr_request *r) {
     free(r->prompt);
     free(r->out);
     free(r->error);
+    free(r->model);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->text);
     memset(r, 0, sizeof *r);
 }
 
@@ -78,6 +82,7 @@ typedef struct engine {
     float *logits, *x;
     mr_sampler *smp;
     FILE *dump; /* logits of every sampled row, for plan-invariance tests */
+    const mr_tokenizer *detok;
     mr_engine_stats s;
 } engine;
 
@@ -151,6 +156,7 @@ static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *op
         return mr_error(MR_ERR_INPUT, "max batch %d exceeds the %d tokens of one step", e->B, mo->max_step_tokens);
     e->ctx = mo->max_ctx;
     e->V = e->c->vocab;
+    e->detok = opt->tok;
     const mr_engine_dist *d = opt->dist;
     e->P = d && d->pipe ? d->pipe->size : 1;
     e->stage = d && d->pipe ? d->pipe->rank : 0;
@@ -208,8 +214,11 @@ static mr_status apply_tokens(engine *e, group *g, mr_request_done_fn done, void
         int t = e->sampled[i];
         r->out[r->n_out++] = t;
         e->s.generated_tokens++;
-        if (is_stop(e->c, r, t)) r->finish = MR_FINISH_STOP;
-        else if (r->n_out >= r->max_tokens || r->n_prompt + r->n_out >= e->ctx) r->finish = MR_FINISH_LENGTH;
+        if (is_stop(e->c, r, t)) r->finish = MR_FINISH_STOP; /* its text is left out, as vLLM does */
+        else if (e->detok) MR_CHECK(mr_request_text_push(r, e->detok, t));
+        if (r->finish == MR_FINISH_NONE && (r->n_out >= r->max_tokens || r->n_prompt + r->n_out >= e->ctx))
+            r->finish = MR_FINISH_LENGTH;
+        if (r->finish != MR_FINISH_NONE && e->detok) MR_CHECK(mr_request_text_finish(r, e->detok));
     }
     g->n_rows = 0;
     g->in_flight = 0;
@@ -244,6 +253,9 @@ static mr_status pack(engine *e, group *g, mr_request *reqs, int n, int *next, m
         int cap = r->max_tokens < e->ctx - r->n_prompt ? r->max_tokens : e->ctx - r->n_prompt;
         r->out = malloc((size_t)cap * sizeof(int32_t));
         if (!r->out) return mr_error(MR_ERR_NOMEM, "out of memory");
+        r->n_text = 0;
+        r->stop_hit = 0;
+        if (e->detok) mr_tokenizer_stream_init(&r->stream, e->detok, 1);
         g->run[g->n_run++] = (seq){.r = r, .slot = g->free_slots[--g->n_free], .prefilled = 0};
     }
     int T = 0;

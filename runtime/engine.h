@@ -11,8 +11,10 @@
 
 #include "runtime/model.h"
 #include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
 
 #define MR_MAX_STOP_IDS 16
+#define MR_MAX_STOP_STRINGS 16
 
 typedef enum mr_finish {
     MR_FINISH_NONE = 0,
@@ -23,6 +25,13 @@ typedef enum mr_finish {
 } mr_finish;
 
 const char *mr_finish_name(mr_finish f);
+
+/* The format a request line came in, and its result goes out in. */
+typedef enum mr_request_api {
+    MR_API_NATIVE = 0,  /* {"id", "tokens" | "prompt", ...} */
+    MR_API_COMPLETIONS, /* OpenAI batch line, url /v1/completions */
+    MR_API_COUNT
+} mr_request_api;
 
 typedef struct mr_request {
     int index;          /* order in the input */
@@ -36,11 +45,22 @@ typedef struct mr_request {
     int32_t stop_ids[MR_MAX_STOP_IDS];
     int n_stop_ids;
     mr_sample_params sample;
+    mr_request_api api;
+    char *model;        /* OpenAI "model" as given (NULL: none) */
+    char **stop;        /* stop strings (need a tokenizer) */
+    int n_stop;
     /* results */
     int32_t *out;
     int n_out;
     mr_finish finish;
+    int stop_hit;       /* 1 + index of the stop string that ended it, else 0 */
     char *error;
+    /* Completion text, when the engine runs with a tokenizer: the streamed
+     * decode of the generated tokens (special tokens skipped, the text of a
+     * stop token left out), cut before a stop string. */
+    char *text;
+    size_t n_text, cap_text;
+    mr_tokenizer_stream stream;
 } mr_request;
 
 /* A pipeline of stages (one rank per stage in `pipe`, ranks = stage
@@ -60,6 +80,7 @@ typedef struct mr_engine_options {
     int token_budget; /* tokens per step (<= model max_step_tokens) */
     const mr_engine_dist *dist; /* NULL: one rank runs every stage */
     const char *dump_logits;    /* last stage: write every sampled row's logits here (tests) */
+    const mr_tokenizer *tok;    /* first stage: decode results into r->text, apply stop strings */
 } mr_engine_options;
 
 typedef struct mr_engine_stats {
@@ -78,5 +99,13 @@ mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_op
                         mr_request_done_fn done, void *user, mr_engine_stats *stats);
 
 void mr_request_clear(mr_request *r);
+
+/* Text of results (requests-text.c).  push: append the text that generated
+ * token `id` completes; when a stop string appears the text is cut before
+ * it and r->finish becomes MR_FINISH_STOP.  finish: end of the stream (a
+ * held incomplete UTF-8 sequence becomes U+FFFD, unless a stop string cut
+ * the text). */
+mr_status mr_request_text_push(mr_request *r, const mr_tokenizer *t, int32_t id);
+mr_status mr_request_text_finish(mr_request *r, const mr_tokenizer *t);
 
 #endif

@@ -1,13 +1,31 @@
 /* The offline job's JSONL formats.
  *
- * Input, one request per line:
- *   {"id": "a1", "tokens": [1, 2, 3], "max_tokens": 64, "temperature": 0.8,
- *    "top_p": 0.9, "top_k": 40, "seed": 7, "stop_token_ids": [2], "ignore_eos": false}
- * Output, one line per input line, in input order:
- *   {"id": "a1", "tokens": [...], "finish_reason": "stop"|"length",
+ * Native input, one request per line, "prompt" (text, needs a tokenizer) or
+ * "tokens" (ids):
+ *   {"id": "a1", "prompt": "The capital of France is", "max_tokens": 64,
+ *    "temperature": 0.8, "top_p": 0.9, "top_k": 40, "seed": 7,
+ *    "stop": "\n" or ["\n", "."], "stop_token_ids": [2], "ignore_eos": false}
+ *   {"id": "a2", "tokens": [1, 2, 3], ...}
+ * Native output, one line per input line, in input order ("text" when a
+ * tokenizer is loaded):
+ *   {"id": "a1", "text": "...", "tokens": [...], "finish_reason": "stop"|"length",
  *    "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
  * or, for a line that could not be run:
- *   {"id": "a1", "line": 12, "error": {"message": "..."}}
+ *   {"id": "a1", "line": 12, "error": {"message": "IN.jsonl:12: ..."}}
+ *
+ * OpenAI batch lines (as `vllm run-batch` and OpenAI's Batch API take them):
+ *   {"custom_id": "r1", "method": "POST", "url": "/v1/completions",
+ *    "body": {"model": "m", "prompt": "...", "max_tokens": 16, ...the fields above}}
+ * are answered as
+ *   {"id": "moerun-12", "custom_id": "r1", "response": {"status_code": 200,
+ *    "request_id": "moerun-batch-12", "body": {"id": "cmpl-12", "object":
+ *    "text_completion", "created": T, "model": "m", "choices": [{"index": 0,
+ *    "text": "...", "logprobs": null, "finish_reason": "stop", "stop_reason":
+ *    null}], "usage": {...}}}, "error": null}
+ * and refused lines as {"id", "custom_id", "response": {"status_code": 400,
+ * "request_id", "body": null}, "error": "IN.jsonl:12: ..."}.  A line is in
+ * the batch format when it has "custom_id", "url" or "body"; a line that is
+ * not JSON is answered in the format of the file's first JSON object line.
  * Blank lines are skipped. */
 #ifndef MR_REQUESTS_H
 #define MR_REQUESTS_H
@@ -20,24 +38,36 @@ typedef struct mr_request_defaults {
     int max_tokens;
     mr_sample_params sample;
     int ignore_eos;
+    const mr_tokenizer *tok; /* NULL: text prompts and stop strings are refused */
 } mr_request_defaults;
 
-/* Parse one line into r (r->line and r->index set by the caller).  A bad
- * line is not a failure of the job: r->finish = MR_FINISH_ERROR and
- * r->error says why; the return value is MR_OK unless memory ran out. */
+/* What result lines say beyond the request itself. */
+typedef struct mr_format_info {
+    const char *input;  /* input path: error messages start "IN.jsonl:LINE: " */
+    const char *model;  /* "model" of OpenAI responses whose request named none */
+    long long created;  /* "created" of OpenAI responses (Unix seconds) */
+} mr_format_info;
+
+/* Parse one line into r (r->line, r->index and r->api, the format of an
+ * unparsable line, set by the caller).  A bad line is not a failure of the
+ * job: r->finish = MR_FINISH_ERROR and r->error says why; the return value
+ * is MR_OK unless memory ran out. */
 mr_status mr_request_parse(mr_request *r, const char *line, const mr_request_defaults *d);
 
 /* Read a whole JSONL file.  *reqs is malloc'ed; free with mr_requests_free. */
 mr_status mr_requests_read(const char *path, const mr_request_defaults *d, mr_request **reqs, int *n);
 void mr_requests_free(mr_request *reqs, int n);
 
-/* Format a finished request as one JSON line (with '\n'); malloc'ed. */
-char *mr_request_format(const mr_request *r);
+/* Format a finished request as one JSON line (with '\n'); malloc'ed.
+ * info may be NULL. */
+char *mr_request_format(const mr_request *r, const mr_format_info *info);
 
 /* Writes result lines in input order as requests finish out of order;
  * each line is written whole and flushed. */
 typedef struct mr_output mr_output;
 mr_status mr_output_open(mr_output **out, const char *path, int n_requests, int overwrite);
+/* Strings of info are borrowed and must outlive o. */
+void mr_output_set_info(mr_output *o, const mr_format_info *info);
 mr_status mr_output_put(mr_output *o, const mr_request *r);
 /* The same for a line formatted elsewhere (another rank); takes `line`. */
 mr_status mr_output_put_line(mr_output *o, int index, char *line);

@@ -11,9 +11,10 @@ endforeach()
 
 # Plan invariance over real MPI (mpirun -np N --oversubscribe): every plan
 # gives exactly the tokens of one rank (greedy and seeded sampling).
-set(MR_DENSE_PLANS tensor=2 tensor=4 pipeline=2 data=2 data=2,tensor=2 tensor=2,pipeline=2
-    data=2,pipeline=2 data=2,pipeline=2,tensor=2 data=2,tensor=2,micro_batches=1)
-set(MR_MOE_PLANS data=2,expert=2 tensor=2,expert=2 data=4,expert=4 data=2,tensor=2,expert=2
+set(MR_DENSE_PLANS tensor=2 tensor=4 pipeline=2 pipeline=4 data=2 data=2,tensor=2 tensor=2,pipeline=2
+    data=2,pipeline=2 data=2,pipeline=2,tensor=2 data=2,tensor=2,micro_batches=1
+    pipeline=2,layers_per_stage=3:1)
+set(MR_MOE_PLANS data=2,expert=2 data=4,expert=2 tensor=2,expert=2 data=4,expert=4 data=2,tensor=2,expert=2
     data=2,tensor=2,expert=4 data=8,expert=8 data=2,pipeline=2,expert=2)
 foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   set(plans ${MR_DENSE_PLANS})

@@ -31,7 +31,7 @@ for plan in "$@"; do
   args=() np=1
   IFS=, read -ra kv <<< "$plan"
   for p in "${kv[@]}"; do
-    k=${p%%=*} v=${p#*=}
+    k=${p%%=*} v=${p#*=} v=${v//:/,}  # lists are written a:b
     args+=(--set "parallel.$k=$v")
     case $k in data|tensor|pipeline) np=$((np * v));; esac
   done

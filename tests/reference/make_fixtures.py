@@ -14,7 +14,7 @@ upcast exactly to float32 and the model runs in float32, eval mode, no_grad, bat
 no padding, no KV cache.
 
 Deterministic: fixed seeds everywhere (torch.Generator / numpy.random.default_rng).
-Built against torch 2.9.1 and transformers 4.57.6 (checked at start-up).
+Built against torch 2.15.0 and transformers 4.57.6 (checked at start-up).
 
 Usage:  python3 tests/reference/make_fixtures.py [--only NAME ...] [--out DIR]
 """
@@ -47,7 +47,7 @@ from transformers import (
 )
 
 EXPECTED_TRANSFORMERS = "4.57.6"
-EXPECTED_TORCH = "2.9.1"
+EXPECTED_TORCH = "2.15.0"
 
 VOCAB = 512
 BOS, EOS = 1, 2
@@ -84,7 +84,7 @@ FIXTURES = [
         config=dict(
             hidden_size=128,
             intermediate_size=224,
-            num_hidden_layers=2,
+            num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=32,
@@ -112,7 +112,7 @@ FIXTURES = [
         config=dict(
             hidden_size=64,
             intermediate_size=160,
-            num_hidden_layers=2,
+            num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=256,
@@ -131,7 +131,7 @@ FIXTURES = [
         config=dict(
             hidden_size=64,
             intermediate_size=64,
-            num_hidden_layers=2,
+            num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             num_local_experts=8,
@@ -152,7 +152,7 @@ FIXTURES = [
         config=dict(
             hidden_size=64,
             intermediate_size=128,  # dense MLP size; unused since every layer is sparse
-            num_hidden_layers=2,
+            num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             num_experts=8,
@@ -180,7 +180,7 @@ FIXTURES = [
             # heads * head_dim (128) != hidden_size (64), as in real Qwen3 checkpoints
             hidden_size=64,
             intermediate_size=128,  # dense MLP size; unused since every layer is sparse
-            num_hidden_layers=2,
+            num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=32,
@@ -208,7 +208,7 @@ FIXTURES = [
             hidden_size=64,
             intermediate_size=128,
             moe_intermediate_size=48,
-            num_hidden_layers=3,
+            num_hidden_layers=4,
             first_k_dense_replace=1,
             num_attention_heads=4,
             num_key_value_heads=4,

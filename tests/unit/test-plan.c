@@ -271,14 +271,14 @@ static void test_refusals(void) {
                        (const char *const[]){"plan.yaml:3:11: parallel.expert = 2, but the model (llama) is dense",
                                              "nearest plans for world 2: data=2", NULL});
     /* pipeline and its layers */
-    expect_check_error("parallel:\n  pipeline: 3\n", "llama", 0,
-                       (const char *const[]){"plan.yaml:2:13: parallel.pipeline = 3 is more than the 2 layers of the "
+    expect_check_error("parallel:\n  pipeline: 5\n", "llama", 0,
+                       (const char *const[]){"plan.yaml:2:13: parallel.pipeline = 5 is more than the 4 layers of the "
                                              "model (llama)",
-                                             "nearest plans for world 3: data=3", NULL});
-    expect_check_error("parallel:\n  pipeline: 2\n  layers_per_stage: [2, 2]\n", "deepseek_v3", 0,
-                       (const char *const[]){"parallel.layers_per_stage sums to 4 but the model (deepseek_v3) has 3 "
+                                             "nearest plans for world 5: data=5", NULL});
+    expect_check_error("parallel:\n  pipeline: 2\n  layers_per_stage: [2, 3]\n", "deepseek_v3", 0,
+                       (const char *const[]){"parallel.layers_per_stage sums to 5 but the model (deepseek_v3) has 4 "
                                              "layers",
-                                             "an even split is [2, 1]", NULL});
+                                             "an even split is [2, 2]", NULL});
     expect_check_error("parallel:\n  pipeline: 2\n  layers_per_stage: [1, 1, 1]\n", NULL, 0,
                        (const char *const[]){"parallel.layers_per_stage has 3 entries but parallel.pipeline is 2",
                                              NULL});
@@ -294,7 +294,7 @@ static void test_refusals(void) {
     expect_check_ok("parallel:\n  data: 4\n  tensor: 2\n  expert: 8\n", "mixtral", 8);
     expect_check_ok("parallel:\n  data: 2\n  tensor: 2\n  expert: 4\n  pipeline: 2\n", "qwen3_moe", 8);
     expect_check_ok("parallel:\n  tensor: 4\n  pipeline: 3\n", "deepseek_v3", 12);
-    expect_check_ok("parallel:\n  tensor: 2\n  pipeline: 2\n  layers_per_stage: [2, 1]\n", "deepseek_v3", 4);
+    expect_check_ok("parallel:\n  tensor: 2\n  pipeline: 2\n  layers_per_stage: [3, 1]\n", "deepseek_v3", 4);
     expect_check_ok("parallel:\n  tensor: 2\n", "qwen2", 2);
 
     /* MLA: only the heads limit tensor, not num_key_value_heads. */
