@@ -202,7 +202,7 @@ mr_status mr_request_parse(mr_request *r, const char *line, const mr_request_def
     r->max_tokens = d->max_tokens;
     r->sample = d->sample;
     r->ignore_eos = d->ignore_eos;
-    json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *o = json_loads(line, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     mr_status st;
     if (!o) {
         st = bad(r, "invalid JSON at column %d: %s", jerr.column, jerr.text);
