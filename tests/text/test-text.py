@@ -13,7 +13,8 @@ Checks, each against an external reference or an exact identity:
   * bad lines get error records naming IN.jsonl:LINE, in input order;
   * OpenAI batch lines come back with vLLM run-batch's field names, and their
     text equals the native line's text for the same prompt;
-  * a 2-rank data=2 run writes the same file as 1 rank.
+  * 2-rank data=2, tensor=2 and pipeline=2 runs write the same file as 1 rank;
+  * a job whose every line is refused exits 2 and still writes its records.
 The default model (models/smollm2-135m-instruct-q4_1.gguf) comes from
 scripts/setup.sh; the MPI check uses the tiny llama fixture with the tiny
 GPT-2 tokenizer (500 ids, inside the fixture's 512).
@@ -165,6 +166,14 @@ check(run(common, inp, out) == 0, "1-rank fixture run")
 check(run(common + ["--data", "2"], inp, out2, mpi=2) == 0, "2-rank data=2 run")
 same = open(out).read() == open(out2).read()
 check(same and len(read(out)) == len(texts), "data=2 output differs from 1 rank")
+for plan in (["--tensor", "2"], ["--pipeline", "2"]):
+    check(run(common + plan, inp, out2, mpi=2) == 0, f"2-rank {plan} run")
+    check(open(out).read() == open(out2).read(), f"{plan} output differs from 1 rank")
+
+# ---- exit status 2 when every line got an error record ---------------------
+write(inp, ['{"id": 1, "prompt": "x"}', '{broken'])
+check(run(["--model", fx], inp, out) == 2, "all-error job must exit 2")
+check([r["line"] for r in read(out)] == [1, 2], "all-error job still writes its error records")
 
 subprocess.run(["rm", "-rf", tmp])
 print(f"{passed} passed, {failed} failed")
