@@ -23,7 +23,8 @@ same GGUF; BOS prepended only when tokenizer.ggml.add_bos_token says so):
 Writes expected.json (ids, rows, model file name, size and sha256) and
 expected.safetensors ("logits.<i>": [3, vocab] float32).
 
-Needs torch, transformers (4.57.6 used), gguf (0.19.0), safetensors.
+Needs torch, transformers (4.57.6 used), accelerate (transformers wants it for GGUF
+files; 1.15.0 used), gguf (0.19.0), safetensors.  Takes ~6 minutes on 2 cores.
 Usage: python3 tests/reference/make_smollm2_gguf_fixtures.py [--model GGUF] [--out DIR]
 """
 
