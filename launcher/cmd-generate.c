@@ -430,9 +430,25 @@ int mr_cmd_generate(int argc, char **argv) {
     report_experts(&j, m);
     int answered = j.answered > 0;
     MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &answered, 1), st, fail);
+    /* Job-wide throughput: every replica's generated tokens over the
+     * slowest replica's generation time (reporters' stats). */
+    double mine_stats[2] = {j.reporter ? (double)stats.generated_tokens : 0.0, j.reporter ? stats.seconds : 0.0};
+    double job_tokens = 0, job_s = 0;
+    double *all_stats = malloc((size_t)j.world->size * sizeof mine_stats);
+    if (!all_stats) MR_CHECK_GOTO(mr_error(MR_ERR_NOMEM, "out of memory"), st, fail);
+    st = j.world->ops->allgather(j.world, mine_stats, all_stats, sizeof mine_stats);
+    for (int r = 0; st == MR_OK && r < j.world->size; r++) {
+        job_tokens += all_stats[2 * r];
+        if (all_stats[2 * r + 1] > job_s) job_s = all_stats[2 * r + 1];
+    }
+    free(all_stats);
+    if (st != MR_OK) goto fail;
     if (j.world->rank == 0) {
         MR_CHECK_GOTO(mr_output_close(j.out), st, fail);
         j.out = NULL;
+        if (!quiet && j.plan.parallel.data > 1)
+            MR_INFO("job: %.0f generated tokens over %d replicas in %.2f s (%.1f generated tokens/s)", job_tokens,
+                    j.plan.parallel.data, job_s, job_s > 0 ? job_tokens / job_s : 0.0);
         if (!quiet)
             MR_INFO("done: %d requests, replica 0: %llu prompt + %llu generated tokens in %.2f s (%.1f generated "
                     "tokens/s, %llu steps)",

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/gguf.h"
 #include "runtime/model-internal.h"
@@ -31,6 +32,17 @@ const uint64_t *mr_model_expert_tokens(const mr_model *m, int *n_local, int *fir
     *n_local = m->loc.ne;
     *first = m->loc.e0;
     return m->ws.expert_tokens;
+}
+void mr_model_moe_ep_stats(const mr_model *m, mr_moe_ep_stats *s) {
+    *s = m->ep_stats;
+    s->group = m->loc.ep;
+    s->last_scount = m->loc.ep > 1 ? m->ws.ep_scount : NULL;
+    s->last_rcount = m->loc.ep > 1 ? m->ws.ep_rcount : NULL;
+}
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 uint64_t mr_model_step_weight_bytes(const mr_model *m) {
     return m->weight_bytes - m->routed_expert_bytes + m->step_expert_bytes;
@@ -309,6 +321,9 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, n, &rp);
     }
     /* rows per destination, then the send buffer in destination order */
+    mr_moe_ep_stats *st = &m->ep_stats;
+    if (m->opt.ep_timing_sync) MR_CHECK(ep->ops->barrier(ep));
+    double t_start = now_s(), ta;
     int *sc = ws->ep_scount, *sd = ws->ep_sdisp, *rc = ws->ep_rcount, *rd = ws->ep_rdisp;
     memset(sc, 0, (size_t)G * sizeof(int));
     for (int i = 0; i < n * K; i++) sc[ws->route_idx[i] / ne]++;
@@ -329,12 +344,14 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     int ones[256], disp[256];
     if (G > 256) return mr_error(MR_ERR_UNSUPPORTED, "expert groups of more than 256 ranks");
     for (int d = 0; d < G; d++) ones[d] = 1, disp[d] = d;
+    ta = now_s();
     MR_CHECK(ep->ops->alltoallv(ep, sc, ones, disp, rc, ones, disp, sizeof(int)));
     rd[0] = 0;
     for (int d = 1; d < G; d++) rd[d] = rd[d - 1] + rc[d - 1];
     int nrecv = rd[G - 1] + rc[G - 1];
     MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send_eid, sc, sd, ws->ep_recv_eid, rc, rd, sizeof(int32_t)));
     MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send, sc, sd, ws->ep_recv, rc, rd, (size_t)H * sizeof(float)));
+    st->a2a_s += now_s() - ta;
     /* group received rows by local expert */
     memset(ws->e_count, 0, (size_t)(ne + 1) * sizeof(int32_t));
     for (int j = 0; j < nrecv; j++) ws->e_count[ws->ep_recv_eid[j]]++;
@@ -346,6 +363,11 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         ws->ep_order[ws->e_offset[e] + ws->e_count[e]++] = j;
     }
     if (nrecv) ops->gather_rows(m->be, ws->xe, ws->ep_recv, ws->ep_order, nrecv, H);
+    m->be->ops->sync(m->be);
+    st->dispatch_s += now_s() - t_start;
+    st->calls++;
+    st->rows_sent += (uint64_t)nsend;
+    st->rows_recv += (uint64_t)nrecv;
     for (int e = 0; e < ne; e++) {
         int cnt = ws->e_count[e], off = ws->e_offset[e];
         if (!cnt) continue;
@@ -358,13 +380,20 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         }
     }
     /* back to received order: ep_recv[order[k]] = ye[k] */
+    m->be->ops->sync(m->be);
+    if (m->opt.ep_timing_sync) MR_CHECK(ep->ops->barrier(ep));
+    double t_comb = now_s();
     if (nrecv) {
         memset(ws->ep_recv, 0, (size_t)nrecv * H * sizeof(float));
         ops->scatter_add_rows(m->be, ws->ep_recv, ws->ye, ws->ep_order, NULL, nrecv, H);
     }
+    ta = now_s();
     MR_CHECK(ep->ops->alltoallv(ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)));
+    st->a2a_s += now_s() - ta;
     if (T > 0) memset(ws->a, 0, (size_t)T * H * sizeof(float));
     if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
+    m->be->ops->sync(m->be);
+    st->combine_s += now_s() - t_comb;
     if (T > 0) moe_shared(m, w, T);
     return MR_OK;
 }

@@ -37,6 +37,9 @@ typedef struct mr_model_options {
     int max_step_tokens;/* tokens in one forward pass */
     int synthetic;      /* random weights from config.json alone */
     uint64_t seed;      /* seed of the synthetic weights */
+    int ep_timing_sync; /* benchmarks: an untimed barrier over the expert group before
+                         * the timed dispatch and combine, so that their times hold no
+                         * wait for a slower rank (see mr_model_moe_ep_stats) */
     mr_model_shard shard;
 } mr_model_options;
 
@@ -77,5 +80,22 @@ int mr_model_is_last_stage(const mr_model *m);
 /* Routed tokens each local expert computed so far (n_local_experts values),
  * and the index of the first local expert. */
 const uint64_t *mr_model_expert_tokens(const mr_model *m, int *n_local, int *first);
+
+/* Expert-parallel exchange statistics since load (ep > 1; zeros otherwise).
+ * dispatch_s: from the routed rows' layout to the received rows grouped by
+ * local expert (counts, expert ids and payload all-to-alls included);
+ * combine_s: from the expert outputs back in received order to the weighted
+ * sum in the own tokens' rows; a2a_s: the all-to-all calls alone.  rows_sent
+ * and rows_recv count payload rows of the dispatch (the combine moves the
+ * same rows back).  last_scount / last_rcount: rows per peer of the latest
+ * exchange (group size values), for replaying it in benchmarks. */
+typedef struct mr_moe_ep_stats {
+    uint64_t calls;
+    double dispatch_s, combine_s, a2a_s;
+    uint64_t rows_sent, rows_recv;
+    int group;
+    const int *last_scount, *last_rcount;
+} mr_moe_ep_stats;
+void mr_model_moe_ep_stats(const mr_model *m, mr_moe_ep_stats *s);
 
 #endif
