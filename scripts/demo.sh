@@ -14,29 +14,15 @@ OUTPUT=${OUTPUT:-$BUILD/demo-output.jsonl}
 "$BUILD"/launcher/moerun generate --model "$MODEL" --input "$INPUT" --output "$OUTPUT" --overwrite \
   --max-tokens 48 "$@"
 echo "--- $OUTPUT, prompt by prompt"
-python3 - "$INPUT" "$OUTPUT" <<'PY'
-import json, sys, textwrap
-ins = [l for l in open(sys.argv[1]) if l.strip()]
-for line, out in zip(ins, open(sys.argv[2])):
-    r = json.loads(out)
-    try:
-        q = json.loads(line)
-    except ValueError:
-        q = {}
-    body = q.get("body", q)
-    prompt = body.get("prompt", body.get("tokens", ""))
-    if "custom_id" in r:  # OpenAI batch format
-        err, resp = r["error"], (r["response"] or {}).get("body")
-        text = resp["choices"][0]["text"] if resp else None
-        finish = resp["choices"][0]["finish_reason"] if resp else None
-    else:
-        err = r.get("error", {}).get("message") if "error" in r else None
-        text, finish = r.get("text", r.get("tokens")), r.get("finish_reason")
-    print(f"[{r.get('custom_id', r.get('id'))}] {prompt!s}")
-    if err:
-        print(f"    error: {err}")
-    else:
-        wrapped = textwrap.fill(str(text).strip().replace("\n", " / "), 96, initial_indent="    -> ",
-                                subsequent_indent="       ")
-        print(f"{wrapped}  ({finish})")
-PY
+# jq pairs each input line with its result (native or OpenAI batch format).
+jq -r -n --slurpfile in "$INPUT" --slurpfile out "$OUTPUT" '
+  [$in, $out] | transpose[] | .[0] as $q | .[1] as $r
+  | ($q.body // $q) as $b
+  | (if $r.custom_id then
+       {id: $r.custom_id, err: $r.error, text: $r.response.body.choices[0].text,
+        fin: $r.response.body.choices[0].finish_reason}
+     else
+       {id: $r.id, err: $r.error.message, text: ($r.text // ($r.tokens | tostring)), fin: $r.finish_reason}
+     end) as $o
+  | "[\($o.id)] \($b.prompt // ($b.tokens | tostring))\n"
+    + (if $o.err then "    error: \($o.err)" else "    -> \($o.text | gsub("\n"; " / "))  (\($o.fin))" end)'

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc
-      libyaml-dev libucx-dev libopenblas-dev libpcre2-dev libjansson-dev)
+      libyaml-dev libucx-dev libopenblas-dev libpcre2-dev libjansson-dev jq)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
