@@ -67,7 +67,9 @@ mr_status tok_map_put(tok_map *m, const char *key, size_t len, int32_t val) {
         m->ents = p;
         m->ents_cap = c;
     }
-    if (m->blob_len + len > m->blob_cap) {
+    /* Also when nothing is allocated yet: an empty first key ("" in a
+     * fuzzed vocabulary) must not memcpy to NULL + 0. */
+    if (!m->blob || m->blob_len + len > m->blob_cap) {
         size_t c = m->blob_cap ? m->blob_cap : 65536;
         while (c < m->blob_len + len) c *= 2;
         void *p = realloc(m->blob, c);
