@@ -8,8 +8,15 @@
  * large-batch decode are GEMM bound: their GFLOP/s (2 x active parameters
  * per token) next to the sgemm figure.
  *
- * usage: bench-engine --model DIR [--synthetic] [--batches 1,8,64]
- *        [--prompt 128] [--steps 16] [--threads N] [--json FILE] */
+ * With --generate N it also runs the engine end to end at each batch size:
+ * B requests of --prompt tokens each, N greedy tokens each (EOS ignored),
+ * continuous batching under the prefill token budget; tokens/s there is
+ * generated tokens over the whole run's wall time, prefill included.
+ *
+ * --model takes a Hugging Face folder or a .gguf file (dequantized to fp32).
+ *
+ * usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--batches 1,8,64]
+ *        [--prompt 128] [--steps 16] [--generate N] [--threads N] [--json FILE] */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <getopt.h>
@@ -20,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/engine.h"
 #include "runtime/model.h"
 #include "topology/topology.h"
 
@@ -68,6 +76,36 @@ static double bench_memcpy(void) {
 }
 
 /* Parameters touched per token: all but the routed experts not chosen. */
+/* B requests of `prompt` pseudo-random tokens, `gen` greedy tokens each,
+ * through the engine; generated tokens per second of wall time. */
+static double bench_generate(mr_model *m, int B, int prompt, int gen, int budget, mr_engine_stats *st) {
+    int V = mr_model_get_config(m)->vocab;
+    mr_request *r = calloc((size_t)B, sizeof *r);
+    for (int i = 0; i < B; i++) {
+        r[i].index = i;
+        r[i].id_hash = (uint64_t)i;
+        r[i].prompt = malloc(sizeof(int32_t) * (size_t)prompt);
+        for (int t = 0; t < prompt; t++) r[i].prompt[t] = (int32_t)(((i + 1) * 7919 + t * 104729) % V);
+        r[i].n_prompt = prompt;
+        r[i].max_tokens = gen;
+        r[i].ignore_eos = 1;
+        r[i].sample.top_p = 1;
+    }
+    mr_engine_options eo = {.max_batch = B, .token_budget = budget};
+    memset(st, 0, sizeof *st);
+    double t = now_s();
+    mr_status rc = mr_engine_run(m, r, B, &eo, NULL, NULL, st);
+    t = now_s() - t;
+    if (rc != MR_OK) fprintf(stderr, "bench-engine: generate: %s\n", mr_last_error());
+    uint64_t done = 0;
+    for (int i = 0; i < B; i++) {
+        done += (uint64_t)r[i].n_out;
+        mr_request_clear(&r[i]);
+    }
+    free(r);
+    return rc == MR_OK ? (double)done / t : 0;
+}
+
 static double active_params(const mr_model_config *c) {
     double total = mr_config_param_count(c);
     if (!c->n_experts) return total - (double)c->vocab * c->hidden * (c->tie_embeddings ? 0 : 1);
@@ -80,10 +118,11 @@ static double active_params(const mr_model_config *c) {
 
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *json_path = NULL, *batches = "1,8,64";
-    int synthetic = 0, prompt = 128, steps = 16, threads = 0;
+    int synthetic = 0, prompt = 128, steps = 16, threads = 0, generate = 0;
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"synthetic", 0, 0, 's'}, {"batches", 1, 0, 'b'}, {"prompt", 1, 0, 'p'},
         {"steps", 1, 0, 'n'}, {"threads", 1, 0, 't'},   {"json", 1, 0, 'j'},    {"help", 0, 0, 'h'},
+        {"generate", 1, 0, 'g'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -95,10 +134,11 @@ int main(int argc, char **argv) {
         case 'n': steps = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'j': json_path = optarg; break;
+        case 'g': generate = atoi(optarg); break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
-                    "usage: bench-engine --model DIR [--synthetic] [--batches 1,8,64] [--prompt 128] "
-                    "[--steps 16] [--threads N] [--json FILE]\n");
+                    "usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--batches 1,8,64] [--prompt 128] "
+                    "[--steps 16] [--generate N] [--threads N] [--json FILE]\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -119,7 +159,7 @@ int main(int argc, char **argv) {
     double gemm = bench_sgemm(threads), bw = bench_memcpy();
     mr_backend be;
     mr_backend_cpu_init(&be, threads);
-    mr_model_options mo = {.max_slots = maxb > 4 ? maxb : 4, .max_ctx = prompt + steps + 2,
+    mr_model_options mo = {.max_slots = maxb > 4 ? maxb : 4, .max_ctx = prompt + (steps > generate ? steps : generate) + 2,
                            .max_step_tokens = step_tokens, .synthetic = synthetic, .seed = 1};
     mr_model *m;
     double t_load = now_s();
@@ -192,6 +232,21 @@ int main(int argc, char **argv) {
             fprintf(jf, "%s  {\"phase\": \"decode\", \"batch\": %d, \"step_ms\": %.3f, \"tokens_per_s\": %.2f, "
                     "\"gflops\": %.2f, \"weight_gbs\": %.2f, \"sgemm_gflops\": %.2f, \"memcpy_gbs\": %.2f}",
                     first ? "" : ",\n", B, td * 1e3, B / td, gfd, gbs, gemm, bw);
+            first = 0;
+        }
+    }
+    for (int k = 0; k < nb && generate > 0; k++) {
+        int B = bs[k];
+        if (B > mo.max_slots) continue;
+        mr_engine_stats st;
+        double tps = bench_generate(m, B, prompt, generate, step_tokens, &st);
+        printf("%-10s %6d %8llu %12.1f %10.1f %10s %9s %9s\n", "generate", B, (unsigned long long)st.generated_tokens,
+               st.seconds * 1e3, tps, "-", "-", "-");
+        if (jf) {
+            fprintf(jf, "%s  {\"phase\": \"generate\", \"batch\": %d, \"prompt\": %d, \"new_tokens\": %d, "
+                    "\"generated\": %llu, \"engine_steps\": %llu, \"seconds\": %.4f, \"tokens_per_s\": %.2f}",
+                    first ? "" : ",\n", B, prompt, generate, (unsigned long long)st.generated_tokens,
+                    (unsigned long long)st.steps, st.seconds, tps);
             first = 0;
         }
     }
