@@ -6,9 +6,12 @@
  *      31 greedy tokens; rows predicting greedy tokens 0, 15 and 31), all 8
  *      prompts in one batch, within 1e-3 of max |reference| per row;
  *   2. 32-token greedy continuations through the engine, all prompts
- *      together and the first one alone: identical ids.
+ *      together and the first one alone: identical ids;
+ *   3. the prompt texts encoded by moerun's tokenizer built from the same
+ *      GGUF give transformers' ids (BOS as the file says).
  * The model file is not committed: scripts/setup.sh installs it.
  * usage: check-gguf-fidelity MODEL.gguf FIXTURE_DIR */
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
+#include "runtime/tokenizer-model.h"
 
 #define MAXP 16
 #define MAXROWS 8
@@ -27,6 +31,7 @@
 
 static int np, nrows;
 static int32_t *prompt[MAXP], *greedy[MAXP];
+static char *text[MAXP];
 static int plen[MAXP], glen[MAXP], rows[MAXROWS];
 static float *ref_logits[MAXP]; /* (nrows, vocab) each */
 
@@ -40,7 +45,7 @@ static int load_expected(const char *dir) {
         return -1;
     }
     json_t *ps = json_object_get(root, "prompts"), *gs = json_object_get(root, "greedy");
-    json_t *rs = json_object_get(root, "logit_rows");
+    json_t *rs = json_object_get(root, "logit_rows"), *ts = json_object_get(root, "texts");
     np = (int)json_array_size(ps);
     nrows = (int)json_array_size(rs);
     if (np < 1 || np > MAXP || np != (int)json_array_size(gs) || nrows < 1 || nrows > MAXROWS) {
@@ -57,6 +62,8 @@ static int load_expected(const char *dir) {
         greedy[i] = malloc(sizeof(int32_t) * (size_t)glen[i]);
         for (int j = 0; j < plen[i]; j++) prompt[i][j] = (int32_t)json_integer_value(json_array_get(p, j));
         for (int j = 0; j < glen[i]; j++) greedy[i][j] = (int32_t)json_integer_value(json_array_get(g, j));
+        const char *tx = json_string_value(json_array_get(ts, i));
+        text[i] = tx ? strdup(tx) : NULL;
         for (int k = 0; k < nrows; k++)
             if (rows[k] < 0 || rows[k] >= glen[i]) {
                 fprintf(stderr, "%s: logit row %d outside the %d greedy tokens\n", path, rows[k], glen[i]);
@@ -89,6 +96,27 @@ static int load_ref_logits(const char *dir, int vocab) {
     }
     mr_checkpoint_close(ck);
     return 0;
+}
+
+/* Our tokenizer from the GGUF's tokenizer.ggml.* against transformers' ids. */
+static void check_tokenizer(const char *gguf) {
+    mr_tokenizer *t = NULL;
+    mr_status st = mr_tokenizer_load_for_model(&t, gguf, NULL);
+    CHECK(st == MR_OK && t, "tokenizer from %s: %s", gguf, st == MR_OK ? "none" : mr_last_error());
+    if (st != MR_OK || !t) return;
+    for (int i = 0; i < np; i++) {
+        CHECK(text[i] != NULL, "prompt %d has no text in expected.json", i);
+        if (!text[i]) continue;
+        int32_t *ids = NULL;
+        int n = 0;
+        st = mr_tokenizer_encode(t, text[i], strlen(text[i]), 1, &ids, &n);
+        int same = st == MR_OK && n == plen[i];
+        for (int j = 0; same && j < n; j++) same = ids[j] == prompt[i][j];
+        CHECK(same, "prompt %d: moerun's GGUF tokenizer gives other ids than transformers (%d vs %d tokens)", i, n,
+              plen[i]);
+        free(ids);
+    }
+    mr_tokenizer_free(t);
 }
 
 /* max |a - ref| / max |ref| over one row */
@@ -202,6 +230,7 @@ int main(int argc, char **argv) {
     printf("%s: %s, %d layers, vocab %d, %d prompts\n", gguf, c->model_type, c->n_layers, c->vocab, np);
     if (load_ref_logits(dir, c->vocab) != 0) return 1;
 
+    check_tokenizer(gguf);
     double worst = check_logits(m, total);
     printf("max rel logit error over all rows: %.3e (tolerance %.0e)\n", worst, TOL);
     int all[MAXP];
@@ -217,6 +246,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < np; i++) {
         free(prompt[i]);
         free(greedy[i]);
+        free(text[i]);
         free(ref_logits[i]);
     }
     return mr_test_summary();
