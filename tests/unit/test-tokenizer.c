@@ -311,9 +311,9 @@ static void test_tokenizers(const line *c, int n) {
         int lossless, nfc;
     } list[] = {
         {"deepseek-v3", "deepseek-v3", 1, 0},   {"qwen2", "qwen2", 1, 1},
-        {"smollm2", "smollm", 1, 0},            {"tiny-llama3", "llama-bpe", 1, 0},
-        {"tiny-gpt2", "gpt2", 1, 0},            {"tiny-deepseek-llm", "deepseek-llm", 1, 0},
-        {"tiny-mixed", NULL, 0, 1},
+        {"smollm2", "smollm", 1, 0},            {"r1-distill-qwen", "deepseek-r1-qwen", 1, 1},
+        {"tiny-llama3", "llama-bpe", 1, 0},     {"tiny-gpt2", "gpt2", 1, 0},
+        {"tiny-deepseek-llm", "deepseek-llm", 1, 0}, {"tiny-mixed", NULL, 0, 1},
     };
     printf("%-17s %6s %9s %9s %9s %9s %9s %9s\n", "tokenizer", "load_s", "ids", "ids+sp", "decode", "roundtrip",
            "stream", "gguf-path");
@@ -442,6 +442,13 @@ static void test_api(void) {
           mr_tokenizer_eos_id(d));
     CHECK(mr_tokenizer_token_id(d, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>") == 0, "bos by name");
     mr_tokenizer_free(d);
+    mr_tokenizer *r = load("r1-distill-qwen"); /* Qwen2 vocabulary, DeepSeek's bos/eos and chat tokens */
+    CHECK(mr_tokenizer_bos_id(r) == 151646 && mr_tokenizer_eos_id(r) == 151643, "r1-distill bos %d eos %d",
+          mr_tokenizer_bos_id(r), mr_tokenizer_eos_id(r));
+    CHECK(mr_tokenizer_vocab_size(r) == 151665, "r1-distill vocab size %d", mr_tokenizer_vocab_size(r));
+    CHECK(mr_tokenizer_token_id(r, "<think>") == 151648 && !mr_tokenizer_is_special(r, 151648) &&
+          !mr_tokenizer_is_special(r, 151644) && mr_tokenizer_is_special(r, 151643), "r1-distill added tokens");
+    mr_tokenizer_free(r);
     mr_tokenizer *l = load("tiny-llama3"); /* bos from TemplateProcessing */
     CHECK(mr_tokenizer_bos_id(l) == mr_tokenizer_token_id(l, "<|begin_of_text|>") && mr_tokenizer_bos_id(l) >= 0,
           "template bos %d", mr_tokenizer_bos_id(l));
