@@ -22,7 +22,7 @@ R=$ROOT/runtime
 
 for t in $TARGETS; do
   case $t in
-    fuzz-gguf) SRC="$R/gguf.c $R/gguf-quant.c $R/safetensors.c $R/config.c $R/status.c" ;;
+    fuzz-gguf) SRC="$R/gguf.c $R/gguf-config.c $R/gguf-quant.c $R/safetensors.c $R/config.c $R/status.c" ;;
     fuzz-safetensors) SRC="$R/safetensors.c $R/status.c" ;;
     fuzz-tokenizer) SRC="$R/tokenizer.c $R/tokenizer-json.c $R/tokenizer-encode.c $R/tokenizer-decode.c \
 $R/tokenizer-nfc.c $R/tokenizer-nfc-table.c $R/status.c" ;;
