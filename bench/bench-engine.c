@@ -27,15 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-common.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "topology/topology.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double bench_sgemm(int threads) {
     int M = 512, N = 2048, K = 2048;
@@ -56,23 +51,6 @@ static double bench_sgemm(int threads) {
     free(b);
     free(c);
     return 2.0 * M * N * K / best / 1e9;
-}
-
-static double bench_memcpy(void) {
-    size_t n = (size_t)512 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t = now_s();
-        memcpy(b, a, n);
-        t = now_s() - t;
-        if (t < best) best = t;
-    }
-    free(a);
-    free(b);
-    return 2.0 * (double)n / best / 1e9; /* read + write */
 }
 
 /* Parameters touched per token: all but the routed experts not chosen. */

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-common.h"
 #include "kernels/backend.h"
 #include "topology/topology.h"
 
@@ -42,12 +43,6 @@ static const shape shapes[] = {
 };
 enum { N_SHAPES = sizeof shapes / sizeof shapes[0], MAX_MS = 16 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Deterministic values in [-1, 1) without a sequential dependence. */
 static void fill(float *p, size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i++) {
@@ -57,24 +52,6 @@ static void fill(float *p, size_t n, uint64_t seed) {
         z ^= z >> 32;
         p[i] = (float)(z >> 40) * (1.0f / 8388608.0f) - 1.0f;
     }
-}
-
-static double bench_memcpy(void) {
-    size_t n = (size_t)512 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    if (!a || !b) return 0.0;
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t = now_s();
-        memcpy(b, a, n);
-        t = now_s() - t;
-        if (t < best) best = t;
-    }
-    free(a);
-    free(b);
-    return 2.0 * (double)n / best / 1e9; /* read + write */
 }
 
 /* Read bandwidth with the OpenMP team: a sum over a buffer far larger than

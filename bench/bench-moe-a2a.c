@@ -28,14 +28,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench-common.h"
 #include "runtime/comm.h"
 #include "runtime/model.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double max_over_ranks(double v) {
     double r;

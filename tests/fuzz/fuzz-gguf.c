@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "runtime/gguf.h"
+#include "tests/fuzz/fuzz-file.h"
 
 /* Tensors larger than this are skipped (a small input can still declare a
  * large zero-filled-looking tensor only if its bytes are in the file, so
@@ -44,16 +45,9 @@ static void read_all_ways(mr_gguf *g, const char *name, const mr_gguf_tensor_inf
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd = memfd_create("fuzz-gguf", MFD_CLOEXEC);
-    if (fd < 0) return 0;
-    size_t off = 0;
-    while (off < size) {
-        ssize_t w = write(fd, data + off, size - off);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd = fuzz_file("fuzz-gguf", data, size, path);
+    if (fd < 0) return 0;
     mr_gguf *g = NULL;
     if (mr_gguf_open(&g, path) == MR_OK) {
         for (int i = 0; i < mr_gguf_kv_count(g); i++) {

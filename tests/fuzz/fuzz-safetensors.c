@@ -12,20 +12,14 @@
 #include <unistd.h>
 
 #include "runtime/safetensors.h"
+#include "tests/fuzz/fuzz-file.h"
 
 #define FUZZ_MAX_ELEMS ((uint64_t)1 << 22)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd = memfd_create("fuzz-safetensors", MFD_CLOEXEC);
-    if (fd < 0) return 0;
-    size_t off = 0;
-    while (off < size) {
-        ssize_t w = write(fd, data + off, size - off);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd = fuzz_file("fuzz-safetensors", data, size, path);
+    if (fd < 0) return 0;
     mr_checkpoint *ck = NULL;
     if (mr_checkpoint_open(&ck, path) == MR_OK) {
         for (int i = 0; i < mr_checkpoint_count(ck); i++) {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "runtime/tokenizer.h"
+#include "tests/fuzz/fuzz-file.h"
 
 /* Texts that reach the pre-tokenizer's corners: contractions, digits,
  * newlines, runs of spaces, non-ASCII, invalid UTF-8, an added token. */
@@ -62,16 +63,9 @@ static void encode_decode(const mr_tokenizer *t, const char *text, size_t len) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd = memfd_create("fuzz-tokenizer", MFD_CLOEXEC);
-    if (fd < 0) return 0;
-    size_t off = 0;
-    while (off < size) {
-        ssize_t w = write(fd, data + off, size - off);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd = fuzz_file("fuzz-tokenizer", data, size, path);
+    if (fd < 0) return 0;
     mr_tokenizer *t = NULL;
     if (mr_tokenizer_load_json(&t, path) == MR_OK) {
         for (size_t i = 0; i < sizeof TEXTS / sizeof TEXTS[0]; i++)
