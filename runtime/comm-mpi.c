@@ -52,6 +52,15 @@ static mr_status m_alltoallv(mr_comm *c, const void *send, const int *sc, const 
     return MR_OK;
 }
 
+static mr_status m_sendrecv(mr_comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf, size_t rbytes,
+                            int src, int tag) {
+    if (sbytes > INT_MAX || rbytes > INT_MAX)
+        return mr_error(MR_ERR_INTERNAL, "sendrecv of %zu/%zu bytes", sbytes, rbytes);
+    MPI_CHECK(MPI_Sendrecv(sbuf, (int)sbytes, MPI_BYTE, dest, tag, rbuf, (int)rbytes, MPI_BYTE, src, tag, mc(c),
+                           MPI_STATUS_IGNORE));
+    return MR_OK;
+}
+
 static mr_status m_send(mr_comm *c, const void *buf, size_t bytes, int peer, int tag) {
     const char *p = buf;
     do {
@@ -113,6 +122,9 @@ static mr_status m_barrier(mr_comm *c) {
     return MR_OK;
 }
 
+static mr_status m_split(mr_comm *c, int color, int key, mr_comm **out) { return mr_comm_mpi_split(c, color, key, out); }
+static mr_status m_split_node(mr_comm *c, mr_comm **out) { return mr_comm_mpi_split_node(c, out); }
+
 static void m_destroy(mr_comm *c) {
     MPI_Comm *m = c->impl;
     if (*m != MPI_COMM_WORLD && *m != MPI_COMM_NULL) MPI_Comm_free(m);
@@ -126,11 +138,14 @@ static const mr_comm_ops mpi_ops = {
     .allreduce_max_i32 = m_allreduce_max,
     .allgather = m_allgather,
     .alltoallv = m_alltoallv,
+    .sendrecv = m_sendrecv,
     .send = m_send,
     .recv = m_recv,
     .recv_any = m_recv_any,
     .bcast = m_bcast,
     .barrier = m_barrier,
+    .split = m_split,
+    .split_node = m_split_node,
     .destroy = m_destroy,
 };
 
@@ -147,6 +162,9 @@ static mr_status wrap(MPI_Comm comm, mr_comm **out) {
     c->impl = m;
     MPI_Comm_rank(comm, &c->rank);
     MPI_Comm_size(comm, &c->size);
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    c->thread_serialized = level >= MPI_THREAD_SERIALIZED;
     *out = c;
     return MR_OK;
 }
@@ -160,7 +178,7 @@ int mr_comm_mpi_initialized(void) {
 mr_status mr_comm_mpi_init(int *argc, char ***argv, mr_comm **world) {
     if (!mr_comm_mpi_initialized()) {
         int provided;
-        MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+        MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided));
     }
     /* Errors come back as codes so that the failing rank can report them. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -177,6 +195,7 @@ mr_status mr_comm_mpi_split(mr_comm *parent, int color, int key, mr_comm **out) 
 mr_status mr_comm_mpi_split_node(mr_comm *parent, mr_comm **out) {
     MPI_Comm n;
     MPI_CHECK(MPI_Comm_split_type(mc(parent), MPI_COMM_TYPE_SHARED, parent->rank, MPI_INFO_NULL, &n));
+    MPI_Comm_set_errhandler(n, MPI_ERRORS_RETURN);
     return wrap(n, out);
 }
 

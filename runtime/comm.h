@@ -24,6 +24,9 @@ typedef struct mr_comm_ops {
     /* element counts and displacements per peer, elements of elem_bytes */
     mr_status (*alltoallv)(mr_comm *c, const void *send, const int *scounts, const int *sdispls, void *recv,
                            const int *rcounts, const int *rdispls, size_t elem_bytes);
+    /* send `sbytes` to `dest` while receiving `rbytes` from `src` */
+    mr_status (*sendrecv)(mr_comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf, size_t rbytes,
+                          int src, int tag);
     mr_status (*send)(mr_comm *c, const void *buf, size_t bytes, int peer, int tag);
     mr_status (*recv)(mr_comm *c, void *buf, size_t bytes, int peer, int tag);
     /* receive a message of unknown size from any peer with `tag`, if one is
@@ -31,12 +34,19 @@ typedef struct mr_comm_ops {
     mr_status (*recv_any)(mr_comm *c, int tag, int block, void **buf, size_t *bytes, int *peer, int *got);
     mr_status (*bcast)(mr_comm *c, void *buf, size_t bytes, int root);
     mr_status (*barrier)(mr_comm *c);
+    /* sub-groups: by color ordered by key, and the ranks sharing a node */
+    mr_status (*split)(mr_comm *c, int color, int key, mr_comm **out);
+    mr_status (*split_node)(mr_comm *c, mr_comm **out);
     void (*destroy)(mr_comm *c);
 } mr_comm_ops;
 
 struct mr_comm {
     const mr_comm_ops *ops;
     int rank, size;
+    /* calls may come from a second thread, one thread at a time
+     * (MPI_THREAD_SERIALIZED or better): the all-reduce engine's progress
+     * thread needs it for overlap */
+    int thread_serialized;
     void *impl;
 };
 

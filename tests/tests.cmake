@@ -54,3 +54,13 @@ set_tests_properties(mpi-launch PROPERTIES LABELS mpi TIMEOUT 120 RUN_SERIAL TRU
 add_executable(compare-logits ${CMAKE_CURRENT_SOURCE_DIR}/mpi/compare-logits.c)
 mr_target_defaults(compare-logits)
 target_link_libraries(compare-logits PRIVATE ${MATH_LIB})
+
+# The all-reduce engine: every algorithm x compression on 2..8 ranks.
+add_executable(test-allreduce ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test-allreduce.c ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
+mr_target_defaults(test-allreduce)
+target_include_directories(test-allreduce PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+target_link_libraries(test-allreduce PRIVATE mr_runtime)
+foreach(np 2 3 4 5 6 7 8)
+  add_test(NAME allreduce-np${np} COMMAND ${MR_MPIRUN} -np ${np} $<TARGET_FILE:test-allreduce>)
+  set_tests_properties(allreduce-np${np} PROPERTIES LABELS mpi TIMEOUT 150 RUN_SERIAL TRUE)
+endforeach()

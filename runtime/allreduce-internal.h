@@ -1,0 +1,64 @@
+/* Shared by the all-reduce engine's files: the engine state, shard
+ * arithmetic and the algorithm entry points. */
+#ifndef MR_ALLREDUCE_INTERNAL_H
+#define MR_ALLREDUCE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "runtime/allreduce.h"
+#include "runtime/compress.h"
+
+#define MR_AR_TAG 0x4152 /* "AR": tag of the engine's point-to-point messages */
+#define MR_AR_QUEUE 64   /* reductions queued on the progress thread */
+
+/* Scratch memory, grown (never in steady state: sized for a whole chunk at
+ * create) by ar_scratch. */
+typedef struct ar_buf {
+    void *p;
+    size_t cap;
+} ar_buf;
+
+struct mr_allreduce {
+    mr_comm *group;
+    mr_allreduce_opts o;
+    size_t chunk;              /* values per chunk, a multiple of the block */
+    /* hierarchical: this rank's node and its peers of the same local rank */
+    mr_comm *node, *cross;
+    int n_nodes;               /* 0: ranks per node differ, no hierarchical */
+    ar_buf send, recv, acc, tmp;
+    int *counts;               /* 4 x group size ints for alltoallv */
+    /* progress thread */
+    pthread_t thread;
+    int thread_up, overlap_ok, warned;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct { float *buf; size_t n; } queue[MR_AR_QUEUE];
+    int q_head, q_tail, q_stop;
+    mr_status q_status;
+    char q_error[512];
+};
+
+/* Values [shard_begin(j), shard_begin(j+1)) belong to rank j of p: blocks
+ * of `unit` values dealt out as evenly as possible, so every shard boundary
+ * is a block boundary (compressed shards are whole blocks). */
+static inline size_t ar_shard_begin(size_t n, int p, int j, size_t unit) {
+    size_t nb = (n + unit - 1) / unit;
+    size_t b = nb * (size_t)j / (size_t)p;
+    return b * unit < n ? b * unit : n;
+}
+
+/* Make `b` at least `bytes` long (contents lost). */
+mr_status ar_reserve(ar_buf *b, size_t bytes);
+
+/* The compression unit: the block for compressed modes, 1 value for none. */
+static inline size_t ar_unit(const mr_allreduce *ar, mr_compression c) {
+    return c == MR_COMPRESS_NONE ? 1 : (size_t)ar->o.block;
+}
+
+/* One chunk of n values on communicator c (out may equal in).  These use
+ * the engine's scratch buffers and the group/node/cross communicators. */
+mr_status ar_ring(mr_allreduce *ar, mr_comm *c, mr_compression comp, const float *in, float *out, size_t n);
+mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const float *in, float *out, size_t n);
+mr_status ar_hier(mr_allreduce *ar, mr_compression comp, const float *in, float *out, size_t n);
+
+#endif

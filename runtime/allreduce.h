@@ -1,0 +1,83 @@
+/* The all-reduce engine (DESIGN.md: "chunked, compressed, overlapped").
+ *
+ * A float32 sum over a group, built only on the communicator's primitives
+ * (sendrecv, alltoallv, allgather, split), so it runs over MPI and NCCL alike:
+ *
+ *   ring          reduce-scatter + all-gather around the ring  (allreduce-ring.c)
+ *   two_shot      all-to-all of shards, local reduce, all-gather (allreduce-two-shot.c)
+ *   hierarchical  inside each node, then across nodes, then inside again
+ *                 (allreduce-hier.c)
+ *   mpi           the communicator's own all-reduce (the baseline)
+ *
+ * Every algorithm cuts the vector into chunks of chunk_kib KiB and reduces
+ * them one after the other; each may compress what it sends (compress.h),
+ * quantising a value once where it enters the exchange and the reduced
+ * result once for the all-gather, accumulating in float32.  With
+ * compression `none` every algorithm is exact and deterministic: the result
+ * is bitwise the float32 sum in a fixed order, and every rank holds the same
+ * bits (ring: element of shard j summed x_{j+1} + x_{j+2} + ... + x_j,
+ * ranks mod p, left to right; two_shot: x_0 + x_1 + ... in rank order;
+ * hierarchical: per node in local-rank order, then nodes in order).  With
+ * compression the ranks still hold identical bits, within the bounds of
+ * compress.h.
+ *
+ * Overlap: mr_allreduce_start queues a reduction to a progress thread and
+ * returns; mr_allreduce_wait waits for all queued ones.  Meanwhile the
+ * caller computes but must not use the group's communicator (the thread
+ * needs the communicator's thread_serialized; without it start runs the
+ * reduction at once and says so in the log, once). */
+#ifndef MR_ALLREDUCE_H
+#define MR_ALLREDUCE_H
+
+#include <stddef.h>
+
+#include "runtime/comm.h"
+#include "runtime/plan.h"
+#include "runtime/status.h"
+
+typedef struct mr_allreduce_opts {
+    mr_allreduce_algo algorithm; /* MR_AR_AUTO: by group size, nodes, bytes */
+    int chunk_kib;               /* chunk of the input, KiB of float32 */
+    mr_compression compression;
+    int block;                   /* values per compression block, 32..256 */
+    int overlap;                 /* pipeline row-parallel GEMMs with the reduction */
+    int node_size;               /* 0: nodes from the communicator (split_node);
+                                    n > 0: consecutive runs of n ranks are a node
+                                    (tests and what-if runs on one machine) */
+} mr_allreduce_opts;
+
+typedef struct mr_allreduce mr_allreduce;
+
+/* Defaults, then the plan's comm.allreduce.* keys. */
+void mr_allreduce_opts_default(mr_allreduce_opts *o);
+void mr_allreduce_opts_from_plan(mr_allreduce_opts *o, const mr_plan *p);
+/* Environment overrides: MR_ALLREDUCE_ALGORITHM, MR_ALLREDUCE_COMPRESSION,
+ * MR_ALLREDUCE_CHUNK_KIB, MR_ALLREDUCE_BLOCK, MR_ALLREDUCE_OVERLAP,
+ * MR_ALLREDUCE_NODE_SIZE.  A bad value is an MR_ERR_INPUT naming the
+ * variable and the values allowed. */
+mr_status mr_allreduce_opts_from_env(mr_allreduce_opts *o);
+mr_status mr_allreduce_opts_check(const mr_allreduce_opts *o);
+
+/* Collective over `group` (splits node sub-groups for hierarchical). */
+mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_allreduce **out);
+void mr_allreduce_destroy(mr_allreduce *ar);
+
+/* out(n) = sum over ranks of in(n); out may equal in. */
+mr_status mr_allreduce_run(mr_allreduce *ar, const float *in, float *out, size_t n);
+/* The same with the algorithm and compression given for this call. */
+mr_status mr_allreduce_run_as(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
+                              float *out, size_t n);
+/* In-place reduction of buf(n) on the progress thread (see above). */
+mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n);
+mr_status mr_allreduce_wait(mr_allreduce *ar);
+
+/* The algorithm `auto` resolves to for n values with compression c. */
+mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compression c);
+const mr_allreduce_opts *mr_allreduce_options(const mr_allreduce *ar);
+/* Whether start() really overlaps (overlap asked, group > 1, thread safe). */
+int mr_allreduce_overlaps(const mr_allreduce *ar);
+/* One line: "ring|two_shot|... compression int8 block 64 chunk 256 KiB,
+ * overlap on, 2 nodes x 2" for the start-up log. */
+void mr_allreduce_describe(const mr_allreduce *ar, char *buf, size_t len);
+
+#endif
