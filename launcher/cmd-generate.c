@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "launcher/commands.h"
+#include "runtime/allreduce.h"
 #include "runtime/comm.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
@@ -322,6 +324,7 @@ int mr_cmd_generate(int argc, char **argv) {
     int fatal_local = 0; /* a failure only this rank may see: abort the job */
     mr_backend be = {0};
     mr_model *m = NULL;
+    mr_allreduce *tp_ar = NULL;
     mr_tokenizer *tok = NULL;
     mr_request *all = NULL, *mine = NULL;
     int n_all = 0, n_mine = 0;
@@ -341,6 +344,9 @@ int mr_cmd_generate(int argc, char **argv) {
     MR_CHECK_GOTO(mr_plan_load_model_config(&cfg, j.plan.model), st, fail);
     have_cfg = 1;
     MR_CHECK_GOTO(mr_plan_check(&j.plan, &cfg, j.world->size), st, fail);
+    mr_allreduce_opts aro;
+    mr_allreduce_opts_from_plan(&aro, &j.plan);
+    MR_CHECK_GOTO(mr_allreduce_opts_from_env(&aro), st, fail);
     j.me = mr_plan_coords(&j.plan, j.world->rank);
     j.reporter = j.me.pipe_i == 0 && j.me.tensor_i == 0;
     mr_request_defaults d = {
@@ -368,10 +374,28 @@ int mr_cmd_generate(int argc, char **argv) {
     /* ---- from here a failure may be one rank's alone ---- */
     fatal_local = 1;
     MR_CHECK_GOTO(make_groups(&j), st, fail);
+    if (j.tp) {
+        MR_CHECK_GOTO(mr_allreduce_create(j.tp, &aro, &tp_ar), st, fail);
+        if (j.world->rank == 0 && !quiet) {
+            char what[256];
+            mr_allreduce_describe(tp_ar, what, sizeof what);
+            MR_INFO("tensor all-reduce: %s", what);
+        }
+    }
     int threads = j.plan.runtime.threads;
     if (threads == 0) {
+        /* the cores this rank may run on; unbound ranks (mpirun --bind-to
+         * none) all see every core of the node and share them, so that the
+         * node never runs more threads than it has cores */
         mr_local_cpus lc;
         threads = mr_topo_local_cpus(&lc) == MR_OK ? lc.cores : 1;
+        if (mr_topo_local_cpus(&lc) == MR_OK && lc.pus == (int)sysconf(_SC_NPROCESSORS_ONLN)) {
+            mr_comm *node = NULL;
+            MR_CHECK_GOTO(mr_comm_mpi_split_node(j.world, &node), st, fail);
+            int local = node->size;
+            mr_comm_destroy(node);
+            if (local > 1) threads = threads / local > 0 ? threads / local : 1;
+        }
     }
     if (mr_backend_cpu_init(&be, threads) != 0) { st = mr_error(MR_ERR_INTERNAL, "cannot start the CPU backend"); goto fail; }
     if (j.world->rank == 0 && !quiet) {
@@ -390,7 +414,7 @@ int mr_cmd_generate(int argc, char **argv) {
         .seed = (uint64_t)wseed,
         .shard = {.tp = j.plan.parallel.tensor, .tp_rank = j.me.tensor_i, .layer_begin = first,
                   .layer_end = first + count, .ep = j.plan.parallel.expert, .ep_rank = j.me.expert_i,
-                  .tp_comm = j.tp, .ep_comm = j.ep},
+                  .tp_comm = j.tp, .ep_comm = j.ep, .tp_ar = tp_ar},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
     /* Failure-path tests: one rank finds no checkpoint where the others do. */
@@ -421,9 +445,12 @@ int mr_cmd_generate(int argc, char **argv) {
      * logits it sampled from (tests compare plans with them). */
     char dump[MR_PLAN_PATH_MAX + 32];
     const char *dump_dir = getenv("MR_DUMP_LOGITS");
+    /* MR_TEACHER_TOKENS=FILE: teacher forcing (tests/compression) */
+    const char *teacher = getenv("MR_TEACHER_TOKENS");
     if (dump_dir) snprintf(dump, sizeof dump, "%s/logits-r%d.bin", dump_dir, j.world->rank);
     mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist,
-                            .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL, .tok = tok};
+                            .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL, .tok = tok,
+                            .teacher_tokens = teacher && *teacher ? teacher : NULL};
     mr_engine_stats stats;
     MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, on_done, &j, &stats), st, fail);
     if (j.reporter) MR_CHECK_GOTO(gather_results(&j, n_all), st, fail);
@@ -478,6 +505,7 @@ cleanup:
     free(j.line_idx);
     if (have_cfg) mr_config_free(&cfg);
     if (be.ops) mr_backend_cpu_free(&be);
+    mr_allreduce_destroy(tp_ar);
     mr_comm_destroy(j.tp);
     mr_comm_destroy(j.pipe);
     mr_comm_destroy(j.ep);

@@ -10,6 +10,7 @@
 
 #define MR_AR_TAG 0x4152 /* "AR": tag of the engine's point-to-point messages */
 #define MR_AR_QUEUE 64   /* reductions queued on the progress thread */
+#define MR_AR_SMALL_BYTES (64u << 10) /* auto: two-shot up to this, ring above (exact, p > 2) */
 
 /* Scratch memory, grown (never in steady state: sized for a whole chunk at
  * create) by ar_scratch. */

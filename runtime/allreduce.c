@@ -13,7 +13,7 @@ void mr_allreduce_opts_default(mr_allreduce_opts *o) {
     o->algorithm = MR_AR_AUTO;
     o->chunk_kib = 256;
     o->compression = MR_COMPRESS_NONE;
-    o->block = 64;
+    o->block = 32;
     o->overlap = 1;
 }
 
@@ -174,7 +174,7 @@ mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compr
      * sends (p-1)/2 vectors a rank; two-shot sends at most two */
     if (c != MR_COMPRESS_NONE) return MR_AR_TWO_SHOT;
     /* exact: two-shot's two rounds win on latency, ring on bandwidth for p > 2 */
-    if (ar->group->size <= 2 || n * sizeof(float) <= (64u << 10)) return MR_AR_TWO_SHOT;
+    if (ar->group->size <= 2 || n * sizeof(float) <= MR_AR_SMALL_BYTES) return MR_AR_TWO_SHOT;
     return MR_AR_RING;
 }
 
@@ -279,8 +279,18 @@ void mr_allreduce_describe(const mr_allreduce *ar, char *buf, size_t len) {
     char nodes[64] = "";
     if (ar->n_nodes) snprintf(nodes, sizeof nodes, ", %d node%s x %d", ar->n_nodes, ar->n_nodes > 1 ? "s" : "",
                               ar->group->size / ar->n_nodes);
-    snprintf(buf, len, "algorithm %s, compression %s (block %d), chunk %d KiB, overlap %s%s",
-             mr_allreduce_algo_name(ar->o.algorithm), mr_compression_name(ar->o.compression), ar->o.block,
+    char algo[96];
+    if (ar->o.algorithm != MR_AR_AUTO) snprintf(algo, sizeof algo, "%s", mr_allreduce_algo_name(ar->o.algorithm));
+    else if (ar->group->size == 1) snprintf(algo, sizeof algo, "auto (one rank: nothing to reduce)");
+    else {
+        mr_allreduce_algo small = mr_allreduce_choose(ar, 1, ar->o.compression);
+        mr_allreduce_algo large = mr_allreduce_choose(ar, (size_t)1 << 24, ar->o.compression);
+        if (small == large) snprintf(algo, sizeof algo, "auto = %s", mr_allreduce_algo_name(small));
+        else snprintf(algo, sizeof algo, "auto = %s up to %u KiB, %s above", mr_allreduce_algo_name(small),
+                      MR_AR_SMALL_BYTES >> 10, mr_allreduce_algo_name(large));
+    }
+    snprintf(buf, len, "algorithm %s, compression %s (block %d), chunk %d KiB, overlap %s%s", algo,
+             mr_compression_name(ar->o.compression), ar->o.block,
              ar->o.chunk_kib,
              ar->overlap_ok ? "on" : ar->o.overlap ? "off (communicator not thread-safe)" : "off", nodes);
 }

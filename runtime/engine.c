@@ -70,6 +70,11 @@ typedef struct group {
     int in_flight;
 } group;
 
+typedef struct teacher_rec {
+    uint64_t id_hash;
+    int32_t position, token;
+} teacher_rec;
+
 typedef struct engine {
     mr_model *m;
     const mr_model_config *c;
@@ -82,9 +87,43 @@ typedef struct engine {
     float *logits, *x;
     mr_sampler *smp;
     FILE *dump; /* logits of every sampled row, for plan-invariance tests */
+    teacher_rec *teacher; /* sorted by (id hash, position) */
+    size_t n_teacher;
     const mr_tokenizer *detok;
     mr_engine_stats s;
 } engine;
+
+static int teacher_cmp(const void *a, const void *b) {
+    const teacher_rec *x = a, *y = b;
+    if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
+    return (x->position > y->position) - (x->position < y->position);
+}
+
+static mr_status load_teacher(engine *e, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return mr_error(MR_ERR_IO, "cannot read %s", path);
+    size_t cap = 0;
+    teacher_rec r;
+    while (fread(&r.id_hash, 8, 1, f) == 1 && fread(&r.position, 4, 1, f) == 1 && fread(&r.token, 4, 1, f) == 1) {
+        if (r.token < 0 || r.token >= e->V) {
+            fclose(f);
+            return mr_error(MR_ERR_INPUT, "%s: record %zu: token %d outside the vocabulary", path, e->n_teacher,
+                            (int)r.token);
+        }
+        if (e->n_teacher == cap) {
+            teacher_rec *t = realloc(e->teacher, (cap = cap ? 2 * cap : 1024) * sizeof *t);
+            if (!t) {
+                fclose(f);
+                return mr_error(MR_ERR_NOMEM, "out of memory reading %s", path);
+            }
+            e->teacher = t;
+        }
+        e->teacher[e->n_teacher++] = r;
+    }
+    fclose(f);
+    qsort(e->teacher, e->n_teacher, sizeof *e->teacher, teacher_cmp);
+    return MR_OK;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -140,6 +179,7 @@ static void engine_free(engine *e) {
     free(e->logits);
     mr_sampler_destroy(e->smp);
     if (e->dump) fclose(e->dump);
+    free(e->teacher);
 }
 
 static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *opt) {
@@ -179,6 +219,7 @@ static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *op
         e->dump = fopen(opt->dump_logits, "wb");
         if (!e->dump) return mr_error(MR_ERR_IO, "cannot write %s", opt->dump_logits);
     }
+    if (opt->teacher_tokens && e->stage == e->P - 1) MR_CHECK(load_teacher(e, opt->teacher_tokens));
     if (!e->g || !e->tok || !e->slot || !e->pos || !e->rows || !e->sampled || !e->rs || !e->logits || !e->smp)
         return mr_error(MR_ERR_NOMEM, "out of memory for the engine's step buffers");
     /* Slots are dealt to micro-batches: group k owns every G-th slot. */
@@ -205,6 +246,11 @@ static void sample_rows(engine *e, int n_out) {
             fwrite(&e->rs[i].position, sizeof(int32_t), 1, e->dump);
             fwrite(e->logits + (size_t)i * e->V, sizeof(float), (size_t)e->V, e->dump);
         }
+    for (int i = 0; i < n_out && e->n_teacher; i++) {
+        teacher_rec key = {.id_hash = e->rs[i].id_hash, .position = e->rs[i].position};
+        const teacher_rec *t = bsearch(&key, e->teacher, e->n_teacher, sizeof key, teacher_cmp);
+        if (t) e->sampled[i] = t->token;
+    }
 }
 
 /* Tokens of group g's rows arrived: extend, decide who finished, retire. */

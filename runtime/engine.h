@@ -80,6 +80,9 @@ typedef struct mr_engine_options {
     int token_budget; /* tokens per step (<= model max_step_tokens) */
     const mr_engine_dist *dist; /* NULL: one rank runs every stage */
     const char *dump_logits;    /* last stage: write every sampled row's logits here (tests) */
+    const char *teacher_tokens; /* tests: records (id hash u64, position i32, token i32); a row
+                                 * listed there continues with that token instead of the one
+                                 * sampled (teacher forcing: per-token agreement of two runs) */
     const mr_tokenizer *tok;    /* first stage: decode results into r->text, apply stop strings */
 } mr_engine_options;
 

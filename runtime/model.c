@@ -14,12 +14,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/allreduce.h"
 #include "runtime/gguf.h"
 #include "runtime/model-internal.h"
 
 /* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
  * default eps, not rms_norm_eps. */
 #define MLA_LORA_NORM_EPS 1e-6f
+/* fewest token rows in one overlapped GEMM chunk (smaller GEMMs lose more
+ * than the overlap wins) */
+#define MR_OVERLAP_MIN_ROWS 16
 
 const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; }
 const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
@@ -147,6 +151,47 @@ static float *v_at(const mr_model *m, int l, int slot, int pos) {
     return m->v_cache[l] + ((size_t)slot * (size_t)m->opt.max_ctx + (size_t)pos) * nkv * v;
 }
 
+/* Sum of buf(n) over the tensor group, by the all-reduce engine (with the
+ * plan's compression) or, with exact=1 or no engine, exactly. */
+static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact) {
+    if (m->loc.tp == 1 || n == 0) return MR_OK;
+    mr_allreduce *ar = m->opt.shard.tp_ar;
+    if (ar && exact) return mr_allreduce_run_as(ar, MR_AR_AUTO, MR_COMPRESS_NONE, buf, buf, n);
+    if (ar) return mr_allreduce_run(ar, buf, buf, n);
+    mr_comm *c = m->opt.shard.tp_comm;
+    return c->ops->allreduce_sum_f32(c, buf, n);
+}
+
+static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_allreduce_mode(m, buf, n, 0); }
+
+/* Row-parallel output projection and its all-reduce over the tensor group:
+ * y(T,N) = x(T,K) . w^T (+ bias), summed over tensor ranks.  With the
+ * engine's overlap, the GEMM runs in chunks of tokens and chunk i is reduced
+ * on the progress thread while chunk i+1 is computed. */
+static mr_status rowpar_out(mr_model *m, float *y, const float *x, const float *w, const float *bias, int T, int N,
+                            int K) {
+    const mr_backend_ops *ops = m->be->ops;
+    mr_allreduce *ar = m->opt.shard.tp_ar;
+    int rows = 0;
+    if (m->loc.tp > 1 && ar && mr_allreduce_overlaps(ar)) {
+        rows = (int)((size_t)mr_allreduce_options(ar)->chunk_kib * 256 / (size_t)N);
+        if (rows < MR_OVERLAP_MIN_ROWS) rows = MR_OVERLAP_MIN_ROWS;
+    }
+    if (rows == 0 || T < 2 * rows) {
+        ops->matmul(m->be, y, x, w, bias, T, N, K, 0);
+        return tp_allreduce(m, y, (size_t)T * N);
+    }
+    mr_status st = MR_OK;
+    for (int r0 = 0; r0 < T && st == MR_OK; r0 += rows) {
+        int n = T - r0 < rows ? T - r0 : rows;
+        ops->matmul(m->be, y + (size_t)r0 * N, x + (size_t)r0 * K, w, bias, n, N, K, 0);
+        ops->sync(m->be);
+        st = mr_allreduce_start(ar, y + (size_t)r0 * N, (size_t)n * N);
+    }
+    mr_status st2 = mr_allreduce_wait(ar);
+    return st != MR_OK ? st : st2;
+}
+
 static void run_attention(mr_model *m, int l, const mr_batch *b) {
     const mr_model_config *c = &m->cfg;
     const mr_backend_ops *ops = m->be->ops;
@@ -158,7 +203,7 @@ static void run_attention(mr_model *m, int l, const mr_batch *b) {
 }
 
 /* Standard multi-head attention with grouped KV heads (llama family). */
-static void attention_std(mr_model *m, int l, const mr_batch *b) {
+static mr_status attention_std(mr_model *m, int l, const mr_batch *b) {
     const mr_model_config *c = &m->cfg;
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
@@ -184,12 +229,12 @@ static void attention_std(mr_model *m, int l, const mr_batch *b) {
         memcpy(v_at(m, l, b->slot[t], b->pos[t]), row + (nh + nkv) * hd, (size_t)nkv * hd * sizeof(float));
     }
     run_attention(m, l, b);
-    ops->matmul(m->be, ws->a, ws->o, w->wo, w->bo, T, H, nh * hd, 0);
+    return rowpar_out(m, ws->a, ws->o, w->wo, w->bo, T, H, nh * hd);
 }
 
 /* Multi-head latent attention (deepseek_v3), caching the decompressed
  * per-head keys [nope | rope] and values. */
-static void attention_mla(mr_model *m, int l, const mr_batch *b) {
+static mr_status attention_mla(mr_model *m, int l, const mr_batch *b) {
     const mr_model_config *c = &m->cfg;
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
@@ -224,7 +269,7 @@ static void attention_mla(mr_model *m, int l, const mr_batch *b) {
         }
     }
     run_attention(m, l, b);
-    ops->matmul(m->be, ws->a, ws->o, w->wo, NULL, T, H, nh * vd, 0);
+    return rowpar_out(m, ws->a, ws->o, w->wo, NULL, T, H, nh * vd);
 }
 
 /* out(T,H) = down(silu(gate x) * up x) */
@@ -235,6 +280,17 @@ static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int 
     ops->matmul(m->be, ws->gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
     ops->silu_mul(m->be, ws->act, ws->gu, T, I);
     ops->matmul(m->be, out, ws->act, w->down, w->down_b, T, H, I, 0);
+}
+
+/* The dense MLP of a layer, its down projection row-parallel with the
+ * tensor all-reduce (rowpar_out). */
+static mr_status mlp_rowpar(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
+    const mr_backend_ops *ops = m->be->ops;
+    mr_workspace *ws = &m->ws;
+    int H = m->cfg.hidden, I = w->inter;
+    ops->matmul(m->be, ws->gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
+    ops->silu_mul(m->be, ws->act, ws->gu, T, I);
+    return rowpar_out(m, out, ws->act, w->down, w->down_b, T, H, I);
 }
 
 static mr_route_params route_params(const mr_model *m, const mr_layer_w *w) {
@@ -414,11 +470,6 @@ static mr_status check_batch(const mr_model *m, const mr_batch *b) {
     return MR_OK;
 }
 
-static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) {
-    if (m->loc.tp == 1 || n == 0) return MR_OK;
-    mr_comm *c = m->opt.shard.tp_comm;
-    return c->ops->allreduce_sum_f32(c, buf, n);
-}
 
 /* Embedding of the local vocabulary rows; tokens of other ranks read the
  * zero row, and the tensor all-reduce completes every row. */
@@ -430,7 +481,8 @@ static mr_status embed(mr_model *m, const mr_batch *b) {
         m->ws.embed_ids[t] = (id >= 0 && id < lo->nv) ? id : lo->nv;
     }
     m->be->ops->gather_rows(m->be, m->ws.x, m->embed, m->ws.embed_ids, b->ntok, H);
-    return tp_allreduce(m, m->ws.x, (size_t)b->ntok * H);
+    /* exact whatever the compression: one rank holds each row */
+    return tp_allreduce_mode(m, m->ws.x, (size_t)b->ntok * H, 1);
 }
 
 /* Final norm and LM head of the rows asked for; with tp > 1 each rank's
@@ -478,15 +530,17 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
     for (int l = lo->lb; l < lo->le; l++) {
         const mr_layer_w *w = &m->layers[l];
         ops->rmsnorm(m->be, ws->h, ws->x, w->attn_norm, T, H, c->norm_eps);
-        if (mr_config_is_mla(c)) attention_mla(m, l, b);
-        else attention_std(m, l, b);
-        MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+        /* attention and dense MLP end in rowpar_out (GEMM + all-reduce) */
+        MR_CHECK(mr_config_is_mla(c) ? attention_mla(m, l, b) : attention_std(m, l, b));
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);
         ops->rmsnorm(m->be, ws->h, ws->x, w->ffn_norm, T, H, c->norm_eps);
-        if (!w->moe) mlp(m, &w->mlp, ws->a, ws->h, T);
-        else if (lo->ep > 1) MR_CHECK(moe_ep(m, l, T));
-        else moe_local(m, l, T);
-        MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+        if (!w->moe) {
+            MR_CHECK(mlp_rowpar(m, &w->mlp, ws->a, ws->h, T));
+        } else {
+            if (lo->ep > 1) MR_CHECK(moe_ep(m, l, T));
+            else moe_local(m, l, T);
+            MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+        }
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);
     }
     if (lo->last) MR_CHECK(lm_head(m, b, logits));

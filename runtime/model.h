@@ -29,6 +29,11 @@ typedef struct mr_model_shard {
     int ep, ep_rank;
     mr_comm *tp_comm;           /* tp > 1 */
     mr_comm *ep_comm;           /* ep > 1 */
+    /* The tensor group's all-reduce engine (tp > 1; NULL: the communicator's
+     * own exact all-reduce).  With its overlap on, the row-parallel GEMMs
+     * (attention output, dense MLP down) run in token chunks, each chunk's
+     * reduction on the engine's progress thread while the next computes. */
+    struct mr_allreduce *tp_ar;
 } mr_model_shard;
 
 typedef struct mr_model_options {

@@ -122,7 +122,7 @@ void mr_plan_init(mr_plan *p) {
     p->comm.allreduce.algorithm = MR_AR_AUTO;
     p->comm.allreduce.chunk_kib = 256;
     p->comm.allreduce.compression = MR_COMPRESS_NONE;
-    p->comm.allreduce.block = 64;
+    p->comm.allreduce.block = 32;
     p->comm.allreduce.overlap = 1;
     p->generation.max_tokens = 128;
     p->generation.temperature = 0.0f;
