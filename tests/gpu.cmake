@@ -1,0 +1,21 @@
+# GPU tests (label gpu): the CUDA backend against the CPU backend, op by op,
+# and the block codecs against runtime/compress.c byte for byte.  Built when
+# nvcc is found; exits 77 (skipped) on a machine without a CUDA device.
+# gpu-floors (memory bandwidth, cuBLAS GEMM rates) is a program, not a test:
+# tests/gpu/run.sh runs it on the GPU machine.
+if(NOT MR_HAVE_CUDA)
+  return()
+endif()
+find_package(CUDAToolkit REQUIRED) # its targets are scoped to the directory
+add_executable(test-gpu-ops ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test-gpu-ops.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
+mr_target_defaults(test-gpu-ops)
+target_include_directories(test-gpu-ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+target_link_libraries(test-gpu-ops PRIVATE mr_kernels_cuda mr_kernels mr_runtime)
+add_test(NAME test-gpu-ops COMMAND test-gpu-ops)
+set_tests_properties(test-gpu-ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+
+add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
+set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+target_compile_options(gpu-floors PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
+target_link_libraries(gpu-floors PRIVATE CUDA::cudart CUDA::cublas)
