@@ -114,6 +114,33 @@ static double rel_err(const float *out, const double *exact, size_t n, double em
     return emax > 0 ? e / emax : e;
 }
 
+/* Single-thread codec rate on 4 Mi values (rank 0): pack, and unpack-add,
+ * in GB/s of float32 -- the compute each compressed byte costs. */
+static void codec_rates(int block) {
+    size_t n = (size_t)4 << 20;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    void *z = malloc(n * 4 + 4096);
+    ar_fill(x, n, AR_NORMAL, block, 5);
+    memset(y, 0, n * 4);
+    printf("# codec, one thread, %zu values, block %d: ", n, block);
+    for (int c = 1; c < MR_COMPRESSION_COUNT; c++) {
+        double tp = 1e30, tu = 1e30;
+        for (int r = 0; r < 3; r++) {
+            double t = now_s();
+            mr_compress((mr_compression)c, block, x, n, z);
+            t = now_s() - t;
+            tp = t < tp ? t : tp;
+            t = now_s();
+            mr_decompress_add((mr_compression)c, block, z, n, y);
+            t = now_s() - t;
+            tu = t < tu ? t : tu;
+        }
+        printf("%s pack %.2f / unpack-add %.2f GB/s%s", mr_compression_name((mr_compression)c), n * 4 / tp / 1e9,
+               n * 4 / tu / 1e9, c + 1 < MR_COMPRESSION_COUNT ? "; " : "\n");
+    }
+    free(x), free(y), free(z);
+}
+
 int main(int argc, char **argv) {
     mr_comm *world;
     if (mr_comm_mpi_init(&argc, &argv, &world) != MR_OK) {
@@ -173,6 +200,7 @@ int main(int argc, char **argv) {
         printf("# bench-allreduce %s: %d ranks (rank 0 on %s), %s; %d iterations after %d warm-up, out of place\n",
                label, P, host, desc, iters, warmup);
         printf("# busbw = algbw * 2(p-1)/p; baseline MPI_Allreduce fp32 measured in the same run\n");
+        codec_rates(o.block);
         printf("%12s %10s %5s %13s %11s %10s %9s %9s %9s %10s %11s\n", "size(B)", "count", "type", "algorithm",
                "compression", "time(us)", "algbw", "busbw", "vs MPI", "MPI busbw", "max_rel_err");
         if (json) {

@@ -10,6 +10,8 @@
 
 #define MR_AR_TAG 0x4152 /* "AR": tag of the engine's point-to-point messages */
 #define MR_AR_QUEUE 64   /* reductions queued on the progress thread */
+#define MR_AR_POLL_US 20 /* progress thread: sleep between tests of pending requests */
+#define MR_OVERLAP_MIN_ROWS 16 /* fewest token rows in one pipelined GEMM chunk */
 #define MR_AR_SMALL_BYTES (64u << 10) /* auto: two-shot up to this, ring above (exact, p > 2) */
 
 /* Scratch memory, grown (never in steady state: sized for a whole chunk at
@@ -31,6 +33,7 @@ struct mr_allreduce {
     /* progress thread */
     pthread_t thread;
     int thread_up, overlap_ok, warned;
+    _Atomic int hurry; /* the caller waits: reduce without sleeping */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct { float *buf; size_t n; } queue[MR_AR_QUEUE];

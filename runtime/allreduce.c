@@ -217,8 +217,31 @@ mr_status mr_allreduce_run(mr_allreduce *ar, const float *in, float *out, size_t
 
 /* ---- progress thread -------------------------------------------------- */
 
+/* While a queued reduction runs, the group's (and node sub-groups')
+ * waits sleep between tests instead of spinning, leaving the core to the
+ * GEMM the caller runs meanwhile. */
+static void set_wait_sleep(mr_allreduce *ar, int us) {
+    atomic_store_explicit(&ar->group->wait_sleep_us, us, memory_order_relaxed);
+    if (ar->node) atomic_store_explicit(&ar->node->wait_sleep_us, us, memory_order_relaxed);
+    if (ar->cross) atomic_store_explicit(&ar->cross->wait_sleep_us, us, memory_order_relaxed);
+}
+
+/* Waits in progress stop sleeping (nonblocking stays nonblocking). */
+static void hurry_one(mr_comm *c) {
+    int v = atomic_load(&c->wait_sleep_us);
+    while (v > 0 && !atomic_compare_exchange_weak(&c->wait_sleep_us, &v, -1)) {
+    }
+}
+
+static void hurry_comms(mr_allreduce *ar) {
+    hurry_one(ar->group);
+    if (ar->node) hurry_one(ar->node);
+    if (ar->cross) hurry_one(ar->cross);
+}
+
 static void *progress_main(void *arg) {
     mr_allreduce *ar = arg;
+    if (!strcmp(ar->group->ops->name, "mpi")) mr_comm_mpi_fine_timers();
     pthread_mutex_lock(&ar->mu);
     for (;;) {
         while (ar->q_head == ar->q_tail && !ar->q_stop) pthread_cond_wait(&ar->cv, &ar->mu);
@@ -227,7 +250,9 @@ static void *progress_main(void *arg) {
         size_t n = ar->queue[ar->q_head % MR_AR_QUEUE].n;
         int failed = ar->q_status != MR_OK;
         pthread_mutex_unlock(&ar->mu);
+        set_wait_sleep(ar, atomic_load(&ar->hurry) ? -1 : MR_AR_POLL_US);
         mr_status st = failed ? MR_OK : mr_allreduce_run(ar, buf, buf, n);
+        set_wait_sleep(ar, 0);
         pthread_mutex_lock(&ar->mu);
         if (st != MR_OK && ar->q_status == MR_OK) {
             ar->q_status = st;
@@ -263,8 +288,12 @@ mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n) {
 
 mr_status mr_allreduce_wait(mr_allreduce *ar) {
     if (!ar->overlap_ok) return MR_OK;
+    /* nothing left to overlap with: the progress thread stops sleeping */
+    atomic_store(&ar->hurry, 1);
+    hurry_comms(ar);
     pthread_mutex_lock(&ar->mu);
     while (ar->q_head != ar->q_tail) pthread_cond_wait(&ar->cv, &ar->mu);
+    atomic_store(&ar->hurry, 0);
     mr_status st = ar->q_status;
     char msg[sizeof ar->q_error];
     memcpy(msg, ar->q_error, sizeof msg);

@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 
+#include "kernels/backend.h"
 #include "runtime/comm.h"
 #include "runtime/plan.h"
 #include "runtime/status.h"
@@ -70,6 +71,15 @@ mr_status mr_allreduce_run_as(mr_allreduce *ar, mr_allreduce_algo algo, mr_compr
 /* In-place reduction of buf(n) on the progress thread (see above). */
 mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n);
 mr_status mr_allreduce_wait(mr_allreduce *ar);
+
+/* y(T,N) = x(T,K) . w(N,K)^T (+ bias), then summed over the group: a
+ * row-parallel GEMM and its all-reduce, pipelined in chunks of tokens when
+ * the engine overlaps (allreduce-overlap.c). */
+mr_status mr_allreduce_matmul(mr_allreduce *ar, mr_backend *be, float *y, const float *x, const float *w,
+                              const float *bias, int T, int N, int K);
+/* Token rows per chunk mr_allreduce_matmul uses for T x N outputs (0: no
+ * pipelining -- overlap off, or fewer than two chunks). */
+int mr_allreduce_overlap_rows(const mr_allreduce *ar, int T, int N);
 
 /* The algorithm `auto` resolves to for n values with compression c. */
 mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compression c);

@@ -1,7 +1,10 @@
 /* mr_comm on MPI: host buffers, any transport Open MPI selects.  Message
  * sizes above INT_MAX are sent in pieces. */
+#define _GNU_SOURCE /* nanosleep, prctl */
 #include <limits.h>
 #include <mpi.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +25,41 @@
 
 static MPI_Comm mc(mr_comm *c) { return *(MPI_Comm *)c->impl; }
 
+/* Complete requests: MPI_Waitall, or (wait_sleep_us > 0) test and sleep. */
+static int blocking(mr_comm *c) { return atomic_load_explicit(&c->wait_sleep_us, memory_order_relaxed) == 0; }
+
+static int wait_all(mr_comm *c, int n, MPI_Request *r) {
+    if (atomic_load_explicit(&c->wait_sleep_us, memory_order_relaxed) <= 0)
+        return MPI_Waitall(n, r, MPI_STATUSES_IGNORE);
+    /* sleeps double from wait_sleep_us up to 32 times that: quick
+     * completions stay quick, long waits wake the core rarely */
+    long us = c->wait_sleep_us;
+    for (;;) {
+        int done = 0, rc = MPI_Testall(n, r, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS || done) return rc;
+        struct timespec ts = {0, us * 1000L};
+        nanosleep(&ts, NULL);
+        int base = atomic_load_explicit(&c->wait_sleep_us, memory_order_relaxed);
+        if (base <= 0) return MPI_Waitall(n, r, MPI_STATUSES_IGNORE); /* hurried */
+        if (us < 32L * base) us *= 2;
+    }
+}
+
+void mr_comm_mpi_fine_timers(void) {
+    /* sleeps of tens of microseconds need a small timer slack (default 50 us) */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+}
+
 static mr_status m_allreduce_sum(mr_comm *c, float *buf, size_t n) {
     for (size_t off = 0; off < n; off += MAX_PIECE / 4) {
         size_t k = n - off < MAX_PIECE / 4 ? n - off : MAX_PIECE / 4;
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, mc(c)));
+        if (blocking(c)) {
+            MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, mc(c)));
+        } else {
+            MPI_Request r;
+            MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, mc(c), &r));
+            MPI_CHECK(wait_all(c, 1, &r));
+        }
     }
     return MR_OK;
 }
@@ -37,7 +71,13 @@ static mr_status m_allreduce_max(mr_comm *c, int *v, int n) {
 
 static mr_status m_allgather(mr_comm *c, const void *send, void *recv, size_t bytes) {
     if (bytes > INT_MAX) return mr_error(MR_ERR_INTERNAL, "allgather of %zu bytes per rank", bytes);
-    MPI_CHECK(MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, mc(c)));
+    if (blocking(c)) {
+        MPI_CHECK(MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, mc(c)));
+    } else {
+        MPI_Request r;
+        MPI_CHECK(MPI_Iallgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, mc(c), &r));
+        MPI_CHECK(wait_all(c, 1, &r));
+    }
     return MR_OK;
 }
 
@@ -46,7 +86,14 @@ static mr_status m_alltoallv(mr_comm *c, const void *send, const int *sc, const 
     MPI_Datatype t;
     MPI_CHECK(MPI_Type_contiguous((int)elem, MPI_BYTE, &t));
     MPI_CHECK(MPI_Type_commit(&t));
-    int rc_ = MPI_Alltoallv(send, sc, sd, t, recv, rc, rd, t, mc(c));
+    int rc_;
+    if (blocking(c)) {
+        rc_ = MPI_Alltoallv(send, sc, sd, t, recv, rc, rd, t, mc(c));
+    } else {
+        MPI_Request r;
+        rc_ = MPI_Ialltoallv(send, sc, sd, t, recv, rc, rd, t, mc(c), &r);
+        if (rc_ == MPI_SUCCESS) rc_ = wait_all(c, 1, &r);
+    }
     MPI_Type_free(&t);
     MPI_CHECK(rc_);
     return MR_OK;
@@ -56,8 +103,15 @@ static mr_status m_sendrecv(mr_comm *c, const void *sbuf, size_t sbytes, int des
                             int src, int tag) {
     if (sbytes > INT_MAX || rbytes > INT_MAX)
         return mr_error(MR_ERR_INTERNAL, "sendrecv of %zu/%zu bytes", sbytes, rbytes);
-    MPI_CHECK(MPI_Sendrecv(sbuf, (int)sbytes, MPI_BYTE, dest, tag, rbuf, (int)rbytes, MPI_BYTE, src, tag, mc(c),
-                           MPI_STATUS_IGNORE));
+    if (blocking(c)) {
+        MPI_CHECK(MPI_Sendrecv(sbuf, (int)sbytes, MPI_BYTE, dest, tag, rbuf, (int)rbytes, MPI_BYTE, src, tag, mc(c),
+                               MPI_STATUS_IGNORE));
+        return MR_OK;
+    }
+    MPI_Request r[2];
+    MPI_CHECK(MPI_Irecv(rbuf, (int)rbytes, MPI_BYTE, src, tag, mc(c), &r[0]));
+    MPI_CHECK(MPI_Isend(sbuf, (int)sbytes, MPI_BYTE, dest, tag, mc(c), &r[1]));
+    MPI_CHECK(wait_all(c, 2, r));
     return MR_OK;
 }
 

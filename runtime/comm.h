@@ -7,6 +7,7 @@
 #ifndef MR_COMM_H
 #define MR_COMM_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "runtime/status.h"
@@ -47,6 +48,14 @@ struct mr_comm {
      * (MPI_THREAD_SERIALIZED or better): the all-reduce engine's progress
      * thread needs it for overlap */
     int thread_serialized;
+    /* 0: blocking calls (the library spins: lowest latency).  Otherwise
+     * the collectives and sendrecv are issued as nonblocking calls and
+     * completed by testing: > 0 sleeping this many microseconds (doubling)
+     * between tests, so that a computing thread on the same core keeps it;
+     * < 0 without sleeping.  The all-reduce progress thread sets it for a
+     * whole reduction (every rank alike: a blocking collective never matches
+     * a nonblocking one); another thread may turn > 0 into -1 meanwhile. */
+    _Atomic int wait_sleep_us;
     void *impl;
 };
 
@@ -61,6 +70,8 @@ mr_status mr_comm_mpi_split_node(mr_comm *parent, mr_comm **out);
 /* End every rank of the job now with `code` (after this rank's message). */
 void mr_comm_mpi_abort(mr_comm *world, int code);
 void mr_comm_mpi_finalize(void);
+/* This thread's timer slack down to 1 us, for wait_sleep_us polling. */
+void mr_comm_mpi_fine_timers(void);
 int mr_comm_mpi_initialized(void);
 
 static inline void mr_comm_destroy(mr_comm *c) {

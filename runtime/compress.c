@@ -1,6 +1,7 @@
-/* Block codecs of compress.h.  Loops are written so that gcc vectorises
- * them at -O2 (no libm calls in the per-value paths: rounding is the
- * 1.5*2^23 trick, valid for |v| <= 2^22, which codes never exceed). */
+/* Block codecs of compress.h.  The per-value loops are branch-free so that
+ * gcc vectorises them (no libm calls: rounding is the 1.5*2^23 trick, valid
+ * for |v| <= 2^22, which codes never exceed), and on x86-64 each is built
+ * twice, for AVX2 and the baseline, picked at load time (target_clones). */
 #include "runtime/compress.h"
 
 #include "runtime/safetensors.h" /* mr_f16_to_f32, mr_bf16_to_f32 */
@@ -9,6 +10,12 @@
 #include <string.h>
 
 #define RNE_MAGIC 12582912.0f /* 1.5 * 2^23: (v + M) - M rounds v to nearest even */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MR_CLONES
+#endif
 
 static inline uint32_t f2u(float f) {
     uint32_t u;
@@ -66,73 +73,127 @@ size_t mr_compress_bytes(mr_compression c, size_t n, int block) {
     return full * block_bytes(c, B) + (rest ? block_bytes(c, rest) : 0);
 }
 
-static float absmax(const float *x, size_t k) {
-    float m = 0;
+/* Largest |x| by the bit patterns (monotone for non-NaN floats; a NaN wins
+ * and makes the block's scale NaN). */
+MR_CLONES static float absmax(const float *restrict x, size_t k) {
+    uint32_t m = 0;
     for (size_t i = 0; i < k; i++) {
-        float a = fabsf(x[i]);
-        m = a > m ? a : m;
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        u &= 0x7fffffffu;
+        m = u > m ? u : m;
     }
-    return m;
+    return u2f(m);
+}
+
+/* ---- bf16 ------------------------------------------------------------ */
+
+MR_CLONES static void bf16_pack(const float *restrict x, size_t n, uint16_t *restrict h) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, qnan = (u >> 16) | 0x40u;
+        h[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? qnan : r);
+    }
+}
+
+MR_CLONES static void bf16_unpack(const uint16_t *restrict h, size_t n, float *restrict out, int add) {
+    if (add)
+        for (size_t i = 0; i < n; i++) out[i] += u2f((uint32_t)h[i] << 16);
+    else
+        for (size_t i = 0; i < n; i++) out[i] = u2f((uint32_t)h[i] << 16);
 }
 
 /* ---- int8 / int4 ------------------------------------------------------ */
 
-static void int8_pack(const float *x, size_t k, unsigned char *out) {
-    float A = absmax(x, k);
-    float scale = A / 127.0f, inv = A > 0 ? 127.0f / A : 0.0f;
-    memcpy(out, &scale, 4);
-    int8_t *q = (int8_t *)(out + 4);
+/* Codes are written to q; the caller stores the scale. */
+MR_CLONES static void int8_codes(const float *restrict x, size_t k, float inv, int8_t *restrict q) {
     for (size_t i = 0; i < k; i++) {
         float v = x[i] * inv;
         v = (v + RNE_MAGIC) - RNE_MAGIC;
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[i] = (int8_t)v;
+        q[i] = (int8_t)(int)v;
     }
 }
 
-static void int8_unpack(const unsigned char *in, size_t k, float *out, int add) {
+static void int8_pack(const float *x, size_t k, unsigned char *out) {
+    float A = absmax(x, k);
+    int ok = A > 0 && A <= 3.4028234663852886e38f; /* finite, non-zero */
+    float scale = A / 127.0f, inv = ok ? 127.0f / A : 0.0f;
+    memcpy(out, &scale, 4);
+    int8_codes(x, k, inv, (int8_t *)(out + 4));
+}
+
+MR_CLONES static void int8_unpack(const unsigned char *in, size_t k, float *restrict out, int add) {
     float scale;
     memcpy(&scale, in, 4);
-    const int8_t *q = (const int8_t *)(in + 4);
+    const int8_t *restrict q = (const int8_t *)(in + 4);
     if (add)
         for (size_t i = 0; i < k; i++) out[i] += (float)q[i] * scale;
     else
         for (size_t i = 0; i < k; i++) out[i] = (float)q[i] * scale;
 }
 
-static void int4_pack(const float *x, size_t k, unsigned char *out) {
-    float A = absmax(x, k);
-    float scale = A / 7.0f, inv = A > 0 ? 7.0f / A : 0.0f;
-    memcpy(out, &scale, 4);
-    unsigned char *q = out + 4;
-    for (size_t i = 0; i < k; i += 2) {
-        float v0 = x[i] * inv, v1 = i + 1 < k ? x[i + 1] * inv : 0.0f;
+MR_CLONES static void int4_codes(const float *restrict x, size_t pairs, float inv, unsigned char *restrict q) {
+    for (size_t i = 0; i < pairs; i++) {
+        float v0 = x[2 * i] * inv, v1 = x[2 * i + 1] * inv;
         v0 = (v0 + RNE_MAGIC) - RNE_MAGIC;
         v1 = (v1 + RNE_MAGIC) - RNE_MAGIC;
-        v0 = v0 > 7.0f ? 7.0f : v0 < -7.0f ? -7.0f : v0;
-        v1 = v1 > 7.0f ? 7.0f : v1 < -7.0f ? -7.0f : v1;
-        q[i / 2] = (unsigned char)(((int)v0 & 0xf) | (((int)v1 & 0xf) << 4));
+        q[i] = (unsigned char)(((unsigned)(int)v0 & 0xfu) | (((unsigned)(int)v1 & 0xfu) << 4));
     }
 }
 
-static inline float nib(unsigned b) { return (float)((int)(b << 28) >> 28); }
+static void int4_pack(const float *x, size_t k, unsigned char *out) {
+    float A = absmax(x, k);
+    int ok = A > 0 && A <= 3.4028234663852886e38f;
+    float scale = A / 7.0f, inv = ok ? 7.0f / A : 0.0f;
+    memcpy(out, &scale, 4);
+    int4_codes(x, k / 2, inv, out + 4);
+    if (k & 1) { /* odd tail: the high nibble is 0 */
+        float v = x[k - 1] * inv;
+        v = (v + RNE_MAGIC) - RNE_MAGIC;
+        out[4 + k / 2] = (unsigned char)((unsigned)(int)v & 0xfu);
+    }
+}
 
-static void int4_unpack(const unsigned char *in, size_t k, float *out, int add) {
+MR_CLONES static void int4_unpack(const unsigned char *in, size_t k, float *restrict out, int add) {
     float scale;
     memcpy(&scale, in, 4);
-    const unsigned char *q = in + 4;
-    for (size_t i = 0; i < k; i++) {
-        float v = nib((unsigned)(q[i / 2] >> (4 * (i & 1))) & 0xfu) * scale;
-        out[i] = add ? out[i] + v : v;
+    const unsigned char *restrict q = in + 4;
+    for (size_t i = 0; i < k / 2; i++) {
+        /* sign-extend each nibble: (b ^ 8) - 8 */
+        float lo = (float)((int)((q[i] & 0xfu) ^ 8u) - 8) * scale;
+        float hi = (float)((int)((q[i] >> 4) ^ 8u) - 8) * scale;
+        out[2 * i] = add ? out[2 * i] + lo : lo;
+        out[2 * i + 1] = add ? out[2 * i + 1] + hi : hi;
+    }
+    if (k & 1) {
+        float v = (float)((int)((q[k / 2] & 0xfu) ^ 8u) - 8) * scale;
+        out[k - 1] = add ? out[k - 1] + v : v;
     }
 }
 
 /* ---- fp16 with a power-of-two block scale ----------------------------- */
 
+/* binary16 codes of x * s1 * s2 (both powers of two, so exact), branch-free:
+ * the same results as mr_f32_to_f16 for every input, inf and NaN included. */
+MR_CLONES static void f16_codes(const float *restrict x, size_t k, float s1, float s2, uint16_t *restrict h) {
+    for (size_t i = 0; i < k; i++) {
+        float y = x[i] * s1 * s2;
+        uint32_t u = f2u(y), sign = (u >> 16) & 0x8000u;
+        u &= 0x7fffffffu;
+        uint32_t sub = f2u(u2f(u) + 0.5f) - 0x3f000000u;
+        uint32_t nrm = (u + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+        uint32_t r = u < 0x38800000u ? sub : nrm;
+        r = u >= 0x477ff000u ? 0x7c00u : r;
+        r = u > 0x7f800000u ? 0x7e00u : r;
+        h[i] = (uint16_t)(sign | r);
+    }
+}
+
 static void fp16_pack(const float *x, size_t k, unsigned char *out) {
     float A = absmax(x, k);
     float scale = 1.0f, inv1 = 1.0f, inv2 = 1.0f;
-    if (A > 0 && isfinite(A)) {
+    if (A > 0 && A <= 3.4028234663852886e38f) {
         int e;
         frexpf(A, &e); /* A in [2^(e-1), 2^e) */
         scale = ldexpf(1.0f, e - 15);
@@ -142,23 +203,27 @@ static void fp16_pack(const float *x, size_t k, unsigned char *out) {
         inv2 = ldexpf(1.0f, s - s1);
     }
     memcpy(out, &scale, 4);
-    unsigned char *h = out + 4;
+    uint16_t tmp[MR_COMPRESS_BLOCK_MAX];
+    f16_codes(x, k, inv1, inv2, tmp);
+    memcpy(out + 4, tmp, 2 * k);
+}
+
+MR_CLONES static void f16_values(const uint16_t *restrict h, size_t k, float scale, float *restrict out, int add) {
     for (size_t i = 0; i < k; i++) {
-        uint16_t v = mr_f32_to_f16(x[i] * inv1 * inv2);
-        memcpy(h + 2 * i, &v, 2);
+        uint32_t em = h[i] & 0x7fffu, sign = (uint32_t)(h[i] & 0x8000u) << 16;
+        uint32_t fin = f2u(u2f(em << 13) * 0x1p112f);
+        uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);
+        float v = u2f(sign | (em >= 0x7c00u ? special : fin)) * scale;
+        out[i] = add ? out[i] + v : v;
     }
 }
 
 static void fp16_unpack(const unsigned char *in, size_t k, float *out, int add) {
     float scale;
     memcpy(&scale, in, 4);
-    const unsigned char *h = in + 4;
-    for (size_t i = 0; i < k; i++) {
-        uint16_t v;
-        memcpy(&v, h + 2 * i, 2);
-        float f = mr_f16_to_f32(v) * scale;
-        out[i] = add ? out[i] + f : f;
-    }
+    uint16_t tmp[MR_COMPRESS_BLOCK_MAX];
+    memcpy(tmp, in + 4, 2 * k);
+    f16_values(tmp, k, scale, out, add);
 }
 
 /* ---- whole vectors ---------------------------------------------------- */
@@ -170,10 +235,12 @@ void mr_compress(mr_compression c, int block, const float *x, size_t n, void *ou
         return;
     }
     if (c == MR_COMPRESS_BF16) {
-        for (size_t i = 0; i < n; i++) {
-            uint16_t v = mr_f32_to_bf16(x[i]);
-            memcpy(o + 2 * i, &v, 2);
-        }
+        if (((uintptr_t)out & 1) == 0) bf16_pack(x, n, out);
+        else
+            for (size_t i = 0; i < n; i++) {
+                uint16_t v = mr_f32_to_bf16(x[i]);
+                memcpy(o + 2 * i, &v, 2);
+            }
         return;
     }
     for (size_t b0 = 0; b0 < n; b0 += (size_t)block) {
@@ -185,21 +252,31 @@ void mr_compress(mr_compression c, int block, const float *x, size_t n, void *ou
     }
 }
 
+MR_CLONES static void add_f32(const float *restrict x, size_t n, float *restrict acc) {
+    for (size_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
 static void unpack(mr_compression c, int block, const void *in, size_t n, float *out, int add) {
     const unsigned char *p = in;
     if (c == MR_COMPRESS_NONE) {
-        const float *f = in;
         if (!add) memcpy(out, in, n * 4);
+        else if (((uintptr_t)in & 3) == 0) add_f32(in, n, out);
         else
-            for (size_t i = 0; i < n; i++) out[i] += f[i];
+            for (size_t i = 0; i < n; i++) {
+                float f;
+                memcpy(&f, p + 4 * i, 4);
+                out[i] += f;
+            }
         return;
     }
     if (c == MR_COMPRESS_BF16) {
-        for (size_t i = 0; i < n; i++) {
-            uint16_t v;
-            memcpy(&v, p + 2 * i, 2);
-            out[i] = add ? out[i] + mr_bf16_to_f32(v) : mr_bf16_to_f32(v);
-        }
+        if (((uintptr_t)in & 1) == 0) bf16_unpack(in, n, out, add);
+        else
+            for (size_t i = 0; i < n; i++) {
+                uint16_t v;
+                memcpy(&v, p + 2 * i, 2);
+                out[i] = add ? out[i] + mr_bf16_to_f32(v) : mr_bf16_to_f32(v);
+            }
         return;
     }
     for (size_t b0 = 0; b0 < n; b0 += (size_t)block) {

@@ -21,9 +21,6 @@
 /* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
  * default eps, not rms_norm_eps. */
 #define MLA_LORA_NORM_EPS 1e-6f
-/* fewest token rows in one overlapped GEMM chunk (smaller GEMMs lose more
- * than the overlap wins) */
-#define MR_OVERLAP_MIN_ROWS 16
 
 const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; }
 const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
@@ -164,32 +161,14 @@ static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact)
 
 static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_allreduce_mode(m, buf, n, 0); }
 
-/* Row-parallel output projection and its all-reduce over the tensor group:
- * y(T,N) = x(T,K) . w^T (+ bias), summed over tensor ranks.  With the
- * engine's overlap, the GEMM runs in chunks of tokens and chunk i is reduced
- * on the progress thread while chunk i+1 is computed. */
+/* Row-parallel output projection and its all-reduce over the tensor group
+ * (overlapped in token chunks by the engine when it can). */
 static mr_status rowpar_out(mr_model *m, float *y, const float *x, const float *w, const float *bias, int T, int N,
                             int K) {
-    const mr_backend_ops *ops = m->be->ops;
     mr_allreduce *ar = m->opt.shard.tp_ar;
-    int rows = 0;
-    if (m->loc.tp > 1 && ar && mr_allreduce_overlaps(ar)) {
-        rows = (int)((size_t)mr_allreduce_options(ar)->chunk_kib * 256 / (size_t)N);
-        if (rows < MR_OVERLAP_MIN_ROWS) rows = MR_OVERLAP_MIN_ROWS;
-    }
-    if (rows == 0 || T < 2 * rows) {
-        ops->matmul(m->be, y, x, w, bias, T, N, K, 0);
-        return tp_allreduce(m, y, (size_t)T * N);
-    }
-    mr_status st = MR_OK;
-    for (int r0 = 0; r0 < T && st == MR_OK; r0 += rows) {
-        int n = T - r0 < rows ? T - r0 : rows;
-        ops->matmul(m->be, y + (size_t)r0 * N, x + (size_t)r0 * K, w, bias, n, N, K, 0);
-        ops->sync(m->be);
-        st = mr_allreduce_start(ar, y + (size_t)r0 * N, (size_t)n * N);
-    }
-    mr_status st2 = mr_allreduce_wait(ar);
-    return st != MR_OK ? st : st2;
+    if (m->loc.tp > 1 && ar) return mr_allreduce_matmul(ar, m->be, y, x, w, bias, T, N, K);
+    m->be->ops->matmul(m->be, y, x, w, bias, T, N, K, 0);
+    return tp_allreduce(m, y, (size_t)T * N);
 }
 
 static void run_attention(mr_model *m, int l, const mr_batch *b) {

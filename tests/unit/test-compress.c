@@ -161,6 +161,22 @@ static void test_special_blocks(void) {
     int fin = 1;
     for (int i = 0; i < 64; i++) fin &= isfinite(y[i]) && fabs((double)y[i] - x[i]) <= 0x1p-11 * fabs(x[i]) + 1e-30;
     CHECK(fin, "fp16 block of values up to 2e38: finite, relative 2^-11");
+    /* a block whose largest value is in [2^14, 2^15) has scale 1: its codes
+     * are plain binary16 conversions (normal, subnormal and zero results) */
+    uint64_t sd = 7;
+    for (int i = 0; i < 64; i++) x[i] = (float)((ar_uniform(&sd) - 0.5) * pow(10.0, -9.0 + 13.0 * ar_uniform(&sd)));
+    x[5] = 20000.0f;
+    x[6] = 0.0f;
+    x[7] = -3e-8f;
+    mr_compress(MR_COMPRESS_FP16, 64, x, 64, z);
+    memcpy(&scale, z, 4);
+    int codes_ok = scale == 1.0f;
+    for (int i = 0; i < 64; i++) {
+        uint16_t h;
+        memcpy(&h, z + 4 + 2 * i, 2);
+        codes_ok &= h == ref_f16(x[i]);
+    }
+    CHECK(codes_ok, "fp16 codes equal _Float16 conversions (scale %g)", (double)scale);
     for (int i = 0; i < 64; i++) x[i] = 1e-40f * (float)(i + 1); /* float32 subnormals */
     mr_compress(MR_COMPRESS_FP16, 64, x, 64, z);
     mr_decompress(MR_COMPRESS_FP16, 64, z, 64, y);

@@ -1,0 +1,242 @@
+/* bench-overlap: one tensor-parallel layer -- a row-parallel GEMM and its
+ * all-reduce -- with and without overlap, beside the ideal
+ * max(compute, communication), all measured in one run.
+ *
+ *   mpirun -np P bench-overlap [--shapes NAME,...] [--tokens 256,1024] [--iters N]
+ *          [--compression none|bf16|fp16|int8|int4] [--algorithm auto|ring|two_shot|hierarchical]
+ *          [--chunk-kib K] [--threads T] [--json FILE] [--label TEXT]
+ *
+ * Shapes (output N = hidden, input K = the shard of the row-parallel
+ * weight, K_full / P):
+ *   llama8b-o     Llama-3-8B attention output  N 4096, K_full 4096
+ *   llama8b-down  Llama-3-8B MLP down          N 4096, K_full 14336
+ *   qwen7b-down   Qwen2-7B MLP down            N 3584, K_full 18944
+ *   smollm2-down  SmolLM2-135M MLP down        N 576,  K_full 1536
+ * For T tokens, with the CPU backend (T threads) and the all-reduce engine:
+ *   compute     the GEMM alone, in the overlapped path's token chunks
+ *   comm        the all-reduce of T x N alone
+ *   sequential  the same chunks, each GEMM followed by its all-reduce
+ *   overlapped  mr_allreduce_matmul with overlap on (the model's code path):
+ *               chunk i reduced on the progress thread during GEMM i+1
+ *   ideal       max(compute, comm)
+ * Each time is the maximum over ranks of the median of `iters` runs, with a
+ * barrier before each run. */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench-common.h"
+#include "kernels/backend.h"
+#include "runtime/allreduce.h"
+#include "runtime/comm.h"
+#include "tests/unit/ar-data.h"
+
+typedef struct shape {
+    const char *name;
+    int N, K_full;
+} shape;
+
+static const shape SHAPES[] = {
+    {"llama8b-o", 4096, 4096},
+    {"llama8b-down", 4096, 14336},
+    {"qwen7b-down", 3584, 18944},
+    {"smollm2-down", 576, 1536},
+};
+#define N_SHAPES (int)(sizeof SHAPES / sizeof SHAPES[0])
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct run_ctx {
+    mr_backend *be;
+    mr_allreduce *ar;
+    float *y, *x, *w;
+    int T, N, K, rows; /* rows: the overlapped path's chunk (T if it does not pipeline) */
+    int mode;          /* 0 compute, 1 comm, 2 sequential, 3 overlapped */
+} run_ctx;
+
+static mr_status run_once(run_ctx *c) {
+    const mr_backend_ops *ops = c->be->ops;
+    if (c->mode == 1) return mr_allreduce_run(c->ar, c->y, c->y, (size_t)c->T * c->N);
+    if (c->mode == 3) return mr_allreduce_matmul(c->ar, c->be, c->y, c->x, c->w, NULL, c->T, c->N, c->K);
+    /* compute, and sequential: the same GEMM chunks, each reduced at once */
+    for (int r0 = 0; r0 < c->T; r0 += c->rows) {
+        int n = c->T - r0 < c->rows ? c->T - r0 : c->rows;
+        ops->matmul(c->be, c->y + (size_t)r0 * c->N, c->x + (size_t)r0 * c->K, c->w, NULL, n, c->N, c->K, 0);
+        ops->sync(c->be);
+        if (c->mode == 2) MR_CHECK(mr_allreduce_run(c->ar, c->y + (size_t)r0 * c->N, c->y + (size_t)r0 * c->N,
+                                                    (size_t)n * c->N));
+    }
+    return MR_OK;
+}
+
+static double median_time(run_ctx *c, int iters) {
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (run_once(c) != MR_OK) { /* warm-up */
+        fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    for (int i = 0; i < iters; i++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = now_s();
+        run_once(c);
+        t[i] = now_s() - t0;
+    }
+    qsort(t, (size_t)iters, sizeof *t, cmp_d);
+    double med = t[iters / 2], r;
+    free(t);
+    MPI_Allreduce(&med, &r, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return r;
+}
+
+static int parse_ints(const char *s, int *out, int max) {
+    int n = 0;
+    char *dup = strdup(s), *save = NULL;
+    for (char *t = strtok_r(dup, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) out[n++] = atoi(t);
+    free(dup);
+    return n;
+}
+
+int main(int argc, char **argv) {
+    mr_comm *world;
+    if (mr_comm_mpi_init(&argc, &argv, &world) != MR_OK) {
+        fprintf(stderr, "MPI init: %s\n", mr_last_error());
+        return 1;
+    }
+    int P = world->size, me = world->rank;
+    int tokens[16] = {256, 1024}, n_tokens = 2, iters = 7, threads = 1;
+    int use[N_SHAPES] = {1, 1, 1, 1};
+    const char *json = NULL, *label = "";
+    mr_allreduce_opts o;
+    mr_allreduce_opts_default(&o);
+    static const struct option lo[] = {{"shapes", 1, 0, 's'},      {"tokens", 1, 0, 't'},    {"iters", 1, 0, 'i'},
+                                       {"compression", 1, 0, 'c'}, {"algorithm", 1, 0, 'a'}, {"chunk-kib", 1, 0, 'k'},
+                                       {"threads", 1, 0, 'p'},     {"json", 1, 0, 'j'},      {"label", 1, 0, 'l'},
+                                       {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (ch) {
+        case 's': {
+            memset(use, 0, sizeof use);
+            char *dup = strdup(optarg), *save = NULL;
+            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                int k = 0;
+                while (k < N_SHAPES && strcmp(t, SHAPES[k].name)) k++;
+                if (k == N_SHAPES) {
+                    if (me == 0) fprintf(stderr, "bench-overlap: unknown shape '%s'\n", t);
+                    MPI_Abort(MPI_COMM_WORLD, 2);
+                }
+                use[k] = 1;
+            }
+            free(dup);
+            break;
+        }
+        case 't': n_tokens = parse_ints(optarg, tokens, 16); break;
+        case 'i': iters = atoi(optarg); break;
+        case 'c':
+            setenv("MR_ALLREDUCE_COMPRESSION", optarg, 1);
+            break;
+        case 'a': setenv("MR_ALLREDUCE_ALGORITHM", optarg, 1); break;
+        case 'k': o.chunk_kib = atoi(optarg); break;
+        case 'p': threads = atoi(optarg); break;
+        case 'j': json = optarg; break;
+        case 'l': label = optarg; break;
+        default:
+            if (me == 0)
+                fprintf(stderr, "usage: mpirun -np P %s [--shapes llama8b-o,llama8b-down,qwen7b-down,smollm2-down] "
+                                "[--tokens 256,1024] [--iters N] [--compression C] [--algorithm A] [--chunk-kib K] "
+                                "[--threads T] [--json FILE] [--label TEXT]\n",
+                        argv[0]);
+            mr_comm_mpi_finalize();
+            return ch == 'h' ? 0 : 2;
+        }
+    }
+    if (mr_allreduce_opts_from_env(&o) != MR_OK) {
+        if (me == 0) fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
+        mr_comm_mpi_finalize();
+        return 2;
+    }
+    mr_allreduce *seq, *ovl;
+    o.overlap = 0;
+    mr_status st = mr_allreduce_create(world, &o, &seq);
+    o.overlap = 1;
+    if (st == MR_OK) st = mr_allreduce_create(world, &o, &ovl);
+    if (st != MR_OK) {
+        if (me == 0) fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
+        mr_comm_mpi_finalize();
+        return 2;
+    }
+    mr_backend be;
+    mr_backend_cpu_init(&be, threads);
+    char desc[256];
+    mr_allreduce_describe(ovl, desc, sizeof desc);
+    FILE *jf = NULL;
+    if (me == 0) {
+        printf("# bench-overlap %s: %d ranks, %d GEMM thread(s) a rank, %s; median of %d\n", label, P, threads, desc,
+               iters);
+        printf("%-13s %6s %5s %6s %5s %11s %9s %11s %11s %9s %9s %9s\n", "shape", "tokens", "N", "K", "rows",
+               "compute ms", "comm ms", "sequent. ms", "overlap ms", "ideal ms", "ovl/ideal", "seq/ideal");
+        if (json) {
+            jf = fopen(json, "w");
+            if (!jf) {
+                perror(json);
+                MPI_Abort(MPI_COMM_WORLD, 2);
+            }
+            fprintf(jf, "[\n");
+        }
+    }
+    int first = 1;
+    for (int s = 0; s < N_SHAPES; s++) {
+        if (!use[s]) continue;
+        int N = SHAPES[s].N, K = SHAPES[s].K_full / P;
+        for (int ti = 0; ti < n_tokens; ti++) {
+            int T = tokens[ti];
+            float *x = malloc((size_t)T * K * sizeof(float)), *w = malloc((size_t)N * K * sizeof(float));
+            float *y = malloc((size_t)T * N * sizeof(float));
+            ar_fill(x, (size_t)T * K, AR_NORMAL, 32, 11 + (uint64_t)me);
+            ar_fill(w, (size_t)N * K, AR_NORMAL, 32, 97 + (uint64_t)me);
+            int rows = mr_allreduce_overlap_rows(ovl, T, N);
+            run_ctx c = {&be, seq, y, x, w, T, N, K, rows ? rows : T, 0};
+            double t_comp = median_time(&c, iters);
+            c.mode = 1;
+            double t_comm = median_time(&c, iters);
+            c.mode = 2;
+            double t_seq = median_time(&c, iters);
+            c.ar = ovl;
+            c.mode = 3;
+            double t_ovl = median_time(&c, iters);
+            double ideal = t_comp > t_comm ? t_comp : t_comm;
+            if (me == 0) {
+                printf("%-13s %6d %5d %6d %5d %11.2f %9.2f %11.2f %11.2f %9.2f %9.3f %9.3f\n", SHAPES[s].name, T, N, K,
+                       rows, t_comp * 1e3, t_comm * 1e3, t_seq * 1e3, t_ovl * 1e3, ideal * 1e3, t_ovl / ideal,
+                       t_seq / ideal);
+                if (jf) {
+                    fprintf(jf,
+                            "%s  {\"label\": \"%s\", \"shape\": \"%s\", \"ranks\": %d, \"tokens\": %d, \"N\": %d, "
+                            "\"K\": %d, \"chunk_rows\": %d, \"compute_ms\": %.3f, \"comm_ms\": %.3f, "
+                            "\"sequential_ms\": %.3f, \"overlapped_ms\": %.3f, \"ideal_ms\": %.3f, "
+                            "\"compression\": \"%s\"}",
+                            first ? "" : ",\n", label, SHAPES[s].name, P, T, N, K, rows, t_comp * 1e3, t_comm * 1e3,
+                            t_seq * 1e3, t_ovl * 1e3, ideal * 1e3, mr_compression_name(o.compression));
+                    first = 0;
+                }
+            }
+            free(x), free(w), free(y);
+        }
+    }
+    if (jf) {
+        fprintf(jf, "\n]\n");
+        fclose(jf);
+    }
+    mr_allreduce_destroy(seq);
+    mr_allreduce_destroy(ovl);
+    mr_backend_cpu_free(&be);
+    mr_comm_destroy(world);
+    mr_comm_mpi_finalize();
+    return 0;
+}
