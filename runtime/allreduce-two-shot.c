@@ -8,8 +8,10 @@
  *                  r0 <- A0 A1 A2     r1 <- B0 B1 B2     r2 <- C0 C1 C2
  *   3. reduce      in rank order, float32 (own shard unquantised):
  *                  r0: A = A0+A1+A2   r1: B = ...        r2: C = ...
- *   4. all-gather  each owner quantises its reduced shard once; every rank
- *                  (the owner too) decodes all of them:
+ *   4. all-gather  each owner quantises its reduced shard once and sends it
+ *                  to everyone (an all-to-all from one buffer, so all
+ *                  transfers run at once); every rank (the owner too)
+ *                  decodes all of them:
  *                  r0, r1, r2 <- [A] [B] [C]
  *
  * Bytes sent by a rank: 2 (p-1)/p of the (packed) vector, in two rounds.
@@ -77,16 +79,26 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
         }
     }
 
-    /* 4: quantise the reduced shard once, gather every shard (padded to the
-     * largest), decode them all -- the owner decodes its own too, so every
-     * rank holds the same bits */
+    /* 4: quantise the reduced shard once and send it to every rank (an
+     * all-to-all with one source buffer: every transfer in flight at once,
+     * no padding); every rank -- the owner too -- decodes every shard, so
+     * all hold the same bits */
     char *mine = ar->send.p;
     mr_compress(comp, B, acc, len_me, mine);
-    if (max_bytes > my_bytes) memset(mine + my_bytes, 0, max_bytes - my_bytes);
-    MR_CHECK(c->ops->allgather(c, mine, ar->recv.p, max_bytes));
+    size_t off = 0;
     for (int j = 0; j < p; j++) {
         size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
-        mr_decompress(comp, B, (const char *)ar->recv.p + (size_t)j * max_bytes, e - b, out + b);
+        sc[j] = (int)my_bytes;
+        sd[j] = 0;
+        rc[j] = (int)mr_compress_bytes(comp, e - b, B);
+        rd[j] = (int)off;
+        off += (size_t)rc[j];
+    }
+    MR_CHECK(ar_reserve(&ar->recv, off));
+    MR_CHECK(c->ops->alltoallv(c, mine, sc, sd, ar->recv.p, rc, rd, 1));
+    for (int j = 0; j < p; j++) {
+        size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
+        mr_decompress(comp, B, (const char *)ar->recv.p + rd[j], e - b, out + b);
     }
     return MR_OK;
 }

@@ -115,7 +115,72 @@ MR_CLONES static void int8_codes(const float *restrict x, size_t k, float inv, i
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MR_HAVE_AVX2_PATH 1
+
+static int have_avx2(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return v;
+}
+
+/* One whole block (k a multiple of 32) in AVX2: the same bytes as the
+ * portable code (largest |x| by bit patterns, x * inv rounded to nearest
+ * even -- |x * inv| <= 127.5 so the saturating packs never saturate). */
+__attribute__((target("avx2"))) static void int8_pack_avx2(const float *x, size_t k, unsigned char *out) {
+    const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+    __m256i m = _mm256_setzero_si256();
+    for (size_t j = 0; j < k; j += 8)
+        m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), absmask));
+    __m128i h = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
+    float A = u2f((uint32_t)_mm_cvtsi128_si32(h));
+    int ok = A > 0 && A <= 3.4028234663852886e38f;
+    float scale = A / 127.0f, inv = ok ? 127.0f / A : 0.0f;
+    memcpy(out, &scale, 4);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t j = 0; j < k; j += 32) {
+        __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vinv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vinv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vinv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vinv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+        __m256i q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+        _mm256_storeu_si256((__m256i *)(out + 4 + j), q);
+    }
+}
+
+__attribute__((target("avx2"))) static void int8_unpack_avx2(const unsigned char *in, size_t k, float *out,
+                                                            int add) {
+    float scale;
+    memcpy(&scale, in, 4);
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (size_t j = 0; j < k; j += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(in + 4 + j));
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), vs);
+        if (add) v = _mm256_add_ps(_mm256_loadu_ps(out + j), v);
+        _mm256_storeu_ps(out + j, v);
+    }
+}
+#endif
+
 static void int8_pack(const float *x, size_t k, unsigned char *out) {
+#ifdef MR_HAVE_AVX2_PATH
+    if (k % 32 == 0 && have_avx2()) {
+        int8_pack_avx2(x, k, out);
+        return;
+    }
+#endif
     float A = absmax(x, k);
     int ok = A > 0 && A <= 3.4028234663852886e38f; /* finite, non-zero */
     float scale = A / 127.0f, inv = ok ? 127.0f / A : 0.0f;
@@ -123,7 +188,7 @@ static void int8_pack(const float *x, size_t k, unsigned char *out) {
     int8_codes(x, k, inv, (int8_t *)(out + 4));
 }
 
-MR_CLONES static void int8_unpack(const unsigned char *in, size_t k, float *restrict out, int add) {
+MR_CLONES static void int8_unpack_any(const unsigned char *in, size_t k, float *restrict out, int add) {
     float scale;
     memcpy(&scale, in, 4);
     const int8_t *restrict q = (const int8_t *)(in + 4);
@@ -131,6 +196,16 @@ MR_CLONES static void int8_unpack(const unsigned char *in, size_t k, float *rest
         for (size_t i = 0; i < k; i++) out[i] += (float)q[i] * scale;
     else
         for (size_t i = 0; i < k; i++) out[i] = (float)q[i] * scale;
+}
+
+static void int8_unpack(const unsigned char *in, size_t k, float *out, int add) {
+#ifdef MR_HAVE_AVX2_PATH
+    if (k % 8 == 0 && have_avx2()) {
+        int8_unpack_avx2(in, k, out, add);
+        return;
+    }
+#endif
+    int8_unpack_any(in, k, out, add);
 }
 
 MR_CLONES static void int4_codes(const float *restrict x, size_t pairs, float inv, unsigned char *restrict q) {

@@ -185,7 +185,35 @@ static void test_special_blocks(void) {
     CHECK(fin, "fp16 block of float32 subnormals: within 2^-11 relative + 2^-149");
 }
 
+/* int8 bytes against the formula of compress.h computed here (the codec
+ * may take a vectorised path; the bytes must not change) */
+static void test_int8_bytes(void) {
+    enum { N = 1000 };
+    static float x[N];
+    static unsigned char z[N * 2];
+    const int blocks[] = {32, 64, 256};
+    for (int bi = 0; bi < 3; bi++) {
+        int B = blocks[bi], bad = 0;
+        ar_fill(x, N, AR_OUTLIER, B, 31 + (uint64_t)B);
+        mr_compress(MR_COMPRESS_INT8, B, x, N, z);
+        const unsigned char *p = z;
+        for (int b0 = 0; b0 < N; b0 += B) {
+            int k = N - b0 < B ? N - b0 : B;
+            float A = 0;
+            for (int i = 0; i < k; i++) A = fabsf(x[b0 + i]) > A ? fabsf(x[b0 + i]) : A;
+            float scale = A / 127.0f, inv = 127.0f / A, got;
+            memcpy(&got, p, 4);
+            if (memcmp(&got, &scale, 4)) bad++;
+            for (int i = 0; i < k; i++)
+                if ((int8_t)p[4 + i] != (int8_t)nearbyintf(x[b0 + i] * inv)) bad++;
+            p += 4 + k;
+        }
+        CHECK(bad == 0, "int8 block %d: %d bytes differ from the formula", B, bad);
+    }
+}
+
 int main(void) {
+    test_int8_bytes();
     test_conversions();
     test_codecs();
     test_special_blocks();
