@@ -19,8 +19,8 @@
  *   overlapped  mr_allreduce_matmul with overlap on (the model's code path):
  *               chunk i reduced on the progress thread during GEMM i+1
  *   ideal       max(compute, comm)
- * Each time is the maximum over ranks of the median of `iters` runs, with a
- * barrier before each run. */
+ * Each time is the maximum over ranks of the median of `iters` runs, the
+ * four measured round-robin, with a barrier before each run. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <mpi.h>
@@ -75,23 +75,29 @@ static mr_status run_once(run_ctx *c) {
     return MR_OK;
 }
 
-static double median_time(run_ctx *c, int iters) {
-    double *t = malloc((size_t)iters * sizeof *t);
-    if (run_once(c) != MR_OK) { /* warm-up */
-        fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
-        MPI_Abort(MPI_COMM_WORLD, 1);
+/* Medians of the four modes, measured round-robin (compute, comm,
+ * sequential, overlapped, compute, ...) so that a slow spell of the machine
+ * hits them all alike; the maximum over ranks of each. */
+static void median_times(run_ctx *c, mr_allreduce *seq, mr_allreduce *ovl, int iters, double out[4]) {
+    double *t = malloc((size_t)iters * 4 * sizeof *t);
+    for (int i = -1; i < iters; i++) /* i = -1: warm-up */
+        for (int m = 0; m < 4; m++) {
+            c->mode = m;
+            c->ar = m == 3 ? ovl : seq;
+            MPI_Barrier(MPI_COMM_WORLD);
+            double t0 = now_s();
+            if (run_once(c) != MR_OK) {
+                fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            if (i >= 0) t[m * iters + i] = now_s() - t0;
+        }
+    for (int m = 0; m < 4; m++) {
+        qsort(t + m * iters, (size_t)iters, sizeof *t, cmp_d);
+        double med = t[m * iters + iters / 2];
+        MPI_Allreduce(&med, &out[m], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
-    for (int i = 0; i < iters; i++) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = now_s();
-        run_once(c);
-        t[i] = now_s() - t0;
-    }
-    qsort(t, (size_t)iters, sizeof *t, cmp_d);
-    double med = t[iters / 2], r;
     free(t);
-    MPI_Allreduce(&med, &r, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    return r;
 }
 
 static int parse_ints(const char *s, int *out, int max) {
@@ -202,14 +208,9 @@ int main(int argc, char **argv) {
             ar_fill(w, (size_t)N * K, AR_NORMAL, 32, 97 + (uint64_t)me);
             int rows = mr_allreduce_overlap_rows(ovl, T, N);
             run_ctx c = {&be, seq, y, x, w, T, N, K, rows ? rows : T, 0};
-            double t_comp = median_time(&c, iters);
-            c.mode = 1;
-            double t_comm = median_time(&c, iters);
-            c.mode = 2;
-            double t_seq = median_time(&c, iters);
-            c.ar = ovl;
-            c.mode = 3;
-            double t_ovl = median_time(&c, iters);
+            double tm[4];
+            median_times(&c, seq, ovl, iters, tm);
+            double t_comp = tm[0], t_comm = tm[1], t_seq = tm[2], t_ovl = tm[3];
             double ideal = t_comp > t_comm ? t_comp : t_comm;
             if (me == 0) {
                 printf("%-13s %6d %5d %6d %5d %11.2f %9.2f %11.2f %11.2f %9.2f %9.3f %9.3f\n", SHAPES[s].name, T, N, K,

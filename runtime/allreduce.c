@@ -1,7 +1,11 @@
 /* The all-reduce engine: options, the choice of algorithm, chunking, the
  * node sub-groups of hierarchical, and the progress thread for overlap.
  * The algorithms themselves live in allreduce-{ring,two-shot,hier}.c. */
+#define _GNU_SOURCE /* syscall(SYS_gettid) */
 #include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +18,7 @@ void mr_allreduce_opts_default(mr_allreduce_opts *o) {
     o->chunk_kib = 256;
     o->compression = MR_COMPRESS_NONE;
     o->block = 32;
-    o->overlap = 1;
+    o->overlap = 0;
 }
 
 void mr_allreduce_opts_from_plan(mr_allreduce_opts *o, const mr_plan *p) {
@@ -242,6 +246,9 @@ static void hurry_comms(mr_allreduce *ar) {
 static void *progress_main(void *arg) {
     mr_allreduce *ar = arg;
     if (!strcmp(ar->group->ops->name, "mpi")) mr_comm_mpi_fine_timers();
+    /* run before the GEMM threads when woken: a peer's exchange step waits
+     * on this thread (allowed for root or with CAP_SYS_NICE; else no-op) */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
     pthread_mutex_lock(&ar->mu);
     for (;;) {
         while (ar->q_head == ar->q_tail && !ar->q_stop) pthread_cond_wait(&ar->cv, &ar->mu);

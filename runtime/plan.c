@@ -123,7 +123,7 @@ void mr_plan_init(mr_plan *p) {
     p->comm.allreduce.chunk_kib = 256;
     p->comm.allreduce.compression = MR_COMPRESS_NONE;
     p->comm.allreduce.block = 32;
-    p->comm.allreduce.overlap = 1;
+    p->comm.allreduce.overlap = 0;
     p->generation.max_tokens = 128;
     p->generation.temperature = 0.0f;
     p->generation.top_p = 1.0f;

@@ -169,6 +169,7 @@ static void test_overlap(void) {
     mr_allreduce_opts_default(&o);
     o.compression = MR_COMPRESS_INT8;
     o.chunk_kib = 2;
+    o.overlap = 1;
     mr_allreduce *ar;
     if (mr_allreduce_create(world, &o, &ar) != MR_OK) {
         CHECK(0, "create: %s", mr_last_error());

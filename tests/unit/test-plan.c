@@ -145,7 +145,7 @@ static void test_reader(void) {
     /* Defaults, empty files and comment-only files. */
     st = mr_plan_load(&p, write_plan("empty.yaml", "# nothing\n"));
     CHECK(st == MR_OK && mr_plan_world(&p) == 1 && p.comm.allreduce.block == 32 && p.generation.max_batch == 32 &&
-              p.comm.allreduce.overlap && p.marks[MR_PLAN_KEY_DATA].source == MR_PLAN_FROM_DEFAULT,
+              !p.comm.allreduce.overlap && p.marks[MR_PLAN_KEY_DATA].source == MR_PLAN_FROM_DEFAULT,
           "defaults: %s", mr_last_error());
     const char *inl = "parallel: {data: 4, tensor: 2}\ncomm:\n";
     st = mr_plan_parse(&p, inl, strlen(inl), "inline");
