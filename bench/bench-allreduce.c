@@ -203,14 +203,7 @@ int main(int argc, char **argv) {
         codec_rates(o.block);
         printf("%12s %10s %5s %13s %11s %10s %9s %9s %9s %10s %11s\n", "size(B)", "count", "type", "algorithm",
                "compression", "time(us)", "algbw", "busbw", "vs MPI", "MPI busbw", "max_rel_err");
-        if (json) {
-            jf = fopen(json, "w");
-            if (!jf) {
-                perror(json);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
-            fprintf(jf, "[\n");
-        }
+        jf = bench_json_open(json);
     }
     int first_row = 1;
     for (int si = 0; si < n_sizes; si++) {
@@ -257,19 +250,15 @@ int main(int argc, char **argv) {
                             "\"bytes\": %zu, \"time_us\": %.2f, \"busbw_gbs\": %.4f, \"baseline\": "
                             "\"MPI_Allreduce\", \"baseline_time_us\": %.2f, \"baseline_busbw_gbs\": %.4f, "
                             "\"max_rel_err\": %.3e, \"block\": %d, \"chunk_kib\": %d}",
-                            first_row ? "" : ",\n", label, mr_allreduce_algo_name(algo), mr_compression_name(comp), P,
+                            bench_json_sep(&first_row), label, mr_allreduce_algo_name(algo), mr_compression_name(comp), P,
                             n * sizeof(float), t * 1e6, busbw, t_mpi * 1e6, mpi_bus, e, o.block, o.chunk_kib);
-                    first_row = 0;
                 }
             }
         free(in);
         free(out);
         free(exact);
     }
-    if (jf) {
-        fprintf(jf, "\n]\n");
-        fclose(jf);
-    }
+    bench_json_close(jf);
     mr_allreduce_destroy(ar);
     mr_comm_destroy(world);
     mr_comm_mpi_finalize();

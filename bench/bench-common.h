@@ -3,6 +3,7 @@
 #ifndef MR_BENCH_COMMON_H
 #define MR_BENCH_COMMON_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +36,32 @@ static inline double bench_memcpy(void) {
     free(a);
     free(b);
     return 2.0 * (double)n / best / 1e9;
+}
+
+/* A JSON result file holding one array: opened with its "[" written, or
+ * NULL when path is NULL; exits with a message when it cannot be written.
+ * Rows are separated by ",\n" (bench_json_sep); close writes the "]". */
+static inline FILE *bench_json_open(const char *path) {
+    if (!path) return NULL;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fprintf(f, "[\n");
+    return f;
+}
+
+static inline const char *bench_json_sep(int *first) {
+    const char *s = *first ? "" : ",\n";
+    *first = 0;
+    return s;
+}
+
+static inline void bench_json_close(FILE *f) {
+    if (!f) return;
+    fprintf(f, "\n]\n");
+    fclose(f);
 }
 
 #endif

@@ -187,14 +187,7 @@ int main(int argc, char **argv) {
                iters);
         printf("%-13s %6s %5s %6s %5s %11s %9s %11s %11s %9s %9s %9s\n", "shape", "tokens", "N", "K", "rows",
                "compute ms", "comm ms", "sequent. ms", "overlap ms", "ideal ms", "ovl/ideal", "seq/ideal");
-        if (json) {
-            jf = fopen(json, "w");
-            if (!jf) {
-                perror(json);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
-            fprintf(jf, "[\n");
-        }
+        jf = bench_json_open(json);
     }
     int first = 1;
     for (int s = 0; s < N_SHAPES; s++) {
@@ -222,18 +215,14 @@ int main(int argc, char **argv) {
                             "\"K\": %d, \"chunk_rows\": %d, \"compute_ms\": %.3f, \"comm_ms\": %.3f, "
                             "\"sequential_ms\": %.3f, \"overlapped_ms\": %.3f, \"ideal_ms\": %.3f, "
                             "\"compression\": \"%s\"}",
-                            first ? "" : ",\n", label, SHAPES[s].name, P, T, N, K, rows, t_comp * 1e3, t_comm * 1e3,
+                            bench_json_sep(&first), label, SHAPES[s].name, P, T, N, K, rows, t_comp * 1e3, t_comm * 1e3,
                             t_seq * 1e3, t_ovl * 1e3, ideal * 1e3, mr_compression_name(o.compression));
-                    first = 0;
                 }
             }
             free(x), free(w), free(y);
         }
     }
-    if (jf) {
-        fprintf(jf, "\n]\n");
-        fclose(jf);
-    }
+    bench_json_close(jf);
     mr_allreduce_destroy(seq);
     mr_allreduce_destroy(ovl);
     mr_backend_cpu_free(&be);

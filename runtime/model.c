@@ -251,25 +251,25 @@ static mr_status attention_mla(mr_model *m, int l, const mr_batch *b) {
     return rowpar_out(m, ws->a, ws->o, w->wo, NULL, T, H, nh * vd);
 }
 
+/* ws->act(T,I) = silu(gate x) * up x */
+static void mlp_act(mr_model *m, const mr_mlp_w *w, const float *x, int T) {
+    const mr_backend_ops *ops = m->be->ops;
+    int H = m->cfg.hidden, I = w->inter;
+    ops->matmul(m->be, m->ws.gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
+    ops->silu_mul(m->be, m->ws.act, m->ws.gu, T, I);
+}
+
 /* out(T,H) = down(silu(gate x) * up x) */
 static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
-    const mr_backend_ops *ops = m->be->ops;
-    mr_workspace *ws = &m->ws;
-    int H = m->cfg.hidden, I = w->inter;
-    ops->matmul(m->be, ws->gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
-    ops->silu_mul(m->be, ws->act, ws->gu, T, I);
-    ops->matmul(m->be, out, ws->act, w->down, w->down_b, T, H, I, 0);
+    mlp_act(m, w, x, T);
+    m->be->ops->matmul(m->be, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter, 0);
 }
 
 /* The dense MLP of a layer, its down projection row-parallel with the
  * tensor all-reduce (rowpar_out). */
 static mr_status mlp_rowpar(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
-    const mr_backend_ops *ops = m->be->ops;
-    mr_workspace *ws = &m->ws;
-    int H = m->cfg.hidden, I = w->inter;
-    ops->matmul(m->be, ws->gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
-    ops->silu_mul(m->be, ws->act, ws->gu, T, I);
-    return rowpar_out(m, out, ws->act, w->down, w->down_b, T, H, I);
+    mlp_act(m, w, x, T);
+    return rowpar_out(m, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter);
 }
 
 static mr_route_params route_params(const mr_model *m, const mr_layer_w *w) {

@@ -18,19 +18,13 @@
  * score prints "agreement A/B = P%  mean |dlogit| M (R rows of shared
  * context)  max |dlogit| X  requests diverged: K of N" and exits 1 when the
  * agreement is below MIN_AGREEMENT (a fraction; 0 only reports). */
-#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct row {
-    uint64_t id;
-    int32_t pos;
-    int token;
-    float *v;
-} row;
+#include "../mpi/logit-dump.h"
 
 static int argmax(const float *v, int V) {
     int best = 0;
@@ -40,37 +34,8 @@ static int argmax(const float *v, int V) {
 }
 
 static int load(const char *dir, int V, row **rows) {
-    DIR *d = opendir(dir);
-    if (!d) {
-        perror(dir);
-        exit(2);
-    }
-    struct dirent *de;
-    int n = 0, cap = 0;
-    while ((de = readdir(d))) {
-        if (strncmp(de->d_name, "logits-", 7)) continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f) {
-            perror(path);
-            exit(2);
-        }
-        for (;;) {
-            row r;
-            r.v = malloc(sizeof(float) * (size_t)V);
-            if (fread(&r.id, 8, 1, f) != 1 || fread(&r.pos, 4, 1, f) != 1 ||
-                fread(r.v, 4, (size_t)V, f) != (size_t)V) {
-                free(r.v);
-                break;
-            }
-            r.token = argmax(r.v, V);
-            if (n == cap) *rows = realloc(*rows, sizeof(row) * (size_t)(cap = cap ? 2 * cap : 256));
-            (*rows)[n++] = r;
-        }
-        fclose(f);
-    }
-    closedir(d);
+    int n = load_dump(dir, V, rows);
+    for (int i = 0; i < n; i++) (*rows)[i].token = argmax((*rows)[i].v, V);
     return n;
 }
 

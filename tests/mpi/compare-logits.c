@@ -2,51 +2,20 @@
  * of id hash, position, vocab floats), matching rows by (id, position):
  * every row of A must be in B with max |a - b| / max |a| <= TOL.
  * usage: compare-logits VOCAB TOL DIR_A DIR_B */
-#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct row {
-    uint64_t id;
-    int32_t pos;
-    float *v;
-} row;
-
-static int load(const char *dir, int V, row **rows) {
-    DIR *d = opendir(dir);
-    if (!d) { perror(dir); exit(2); }
-    struct dirent *de;
-    int n = 0, cap = 0;
-    while ((de = readdir(d))) {
-        if (strncmp(de->d_name, "logits-", 7)) continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        for (;;) {
-            row r;
-            r.v = malloc(sizeof(float) * (size_t)V);
-            if (fread(&r.id, 8, 1, f) != 1 || fread(&r.pos, 4, 1, f) != 1 || fread(r.v, 4, (size_t)V, f) != (size_t)V) {
-                free(r.v);
-                break;
-            }
-            if (n == cap) *rows = realloc(*rows, sizeof(row) * (size_t)(cap = cap ? 2 * cap : 256));
-            (*rows)[n++] = r;
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
+#include "logit-dump.h"
 
 int main(int argc, char **argv) {
     if (argc != 5) { fprintf(stderr, "usage: %s VOCAB TOL DIR_A DIR_B\n", argv[0]); return 2; }
     int V = atoi(argv[1]);
     double tol = atof(argv[2]), worst = 0;
     row *a = NULL, *b = NULL;
-    int na = load(argv[3], V, &a), nb = load(argv[4], V, &b), bad = 0;
+    int na = load_dump(argv[3], V, &a), nb = load_dump(argv[4], V, &b), bad = 0;
     for (int i = 0; i < na; i++) {
         int k = -1;
         for (int j = 0; j < nb && k < 0; j++)
