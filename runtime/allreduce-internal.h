@@ -12,7 +12,7 @@
 #define MR_AR_QUEUE 64   /* reductions queued on the progress thread */
 #define MR_AR_POLL_US 20 /* progress thread: sleep between tests of pending requests */
 #define MR_OVERLAP_MIN_ROWS 16 /* fewest token rows in one pipelined GEMM chunk */
-#define MR_AR_SMALL_BYTES (64u << 10) /* auto: two-shot up to this, ring above (exact, p > 2) */
+#define MR_AR_SMALL_BYTES (256u << 10) /* auto, exact, two ranks: the communicator's own up to this, ring above */
 
 /* Scratch memory, grown (never in steady state: sized for a whole chunk at
  * create) by ar_scratch. */

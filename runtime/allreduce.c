@@ -171,15 +171,17 @@ void mr_allreduce_destroy(mr_allreduce *ar) {
     free(ar);
 }
 
+/* Tuned on bench/results/allreduce-* (2-core machine; shared memory and TCP
+ * between namespace nodes, 2/4/8 ranks, 64 KiB to 16 MiB): exact sums are
+ * the communicator's own all-reduce (MPI_Allreduce was as fast or faster in
+ * every cell but one) except two ranks and large messages, where the ring won
+ * over TCP (1.45x at 16 MiB); compressed sums are two-shot (best or within a
+ * few percent everywhere; the ring's compressed form sends more). */
 mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compression c) {
     if (ar->o.algorithm != MR_AR_AUTO) return ar->o.algorithm;
-    if (ar->n_nodes > 1 && ar->n_nodes < ar->group->size) return MR_AR_HIERARCHICAL;
-    /* ring forwards compressed shards unreduced (never re-quantising), which
-     * sends (p-1)/2 vectors a rank; two-shot sends at most two */
     if (c != MR_COMPRESS_NONE) return MR_AR_TWO_SHOT;
-    /* exact: two-shot's two rounds win on latency, ring on bandwidth for p > 2 */
-    if (ar->group->size <= 2 || n * sizeof(float) <= MR_AR_SMALL_BYTES) return MR_AR_TWO_SHOT;
-    return MR_AR_RING;
+    if (ar->group->size == 2 && n * sizeof(float) > MR_AR_SMALL_BYTES) return MR_AR_RING;
+    return MR_AR_MPI;
 }
 
 static mr_status run_chunks(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,

@@ -37,7 +37,8 @@
 #include "runtime/status.h"
 
 typedef struct mr_allreduce_opts {
-    mr_allreduce_algo algorithm; /* MR_AR_AUTO: by group size, nodes, bytes */
+    mr_allreduce_algo algorithm; /* MR_AR_AUTO: by group size, bytes, compression
+                                    (mr_allreduce_choose) */
     int chunk_kib;               /* chunk of the input, KiB of float32 */
     mr_compression compression;
     int block;                   /* values per compression block, 32..256 */
