@@ -19,3 +19,20 @@ add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
 set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
 target_compile_options(gpu-floors PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
 target_link_libraries(gpu-floors PRIVATE CUDA::cudart CUDA::cublas)
+
+# The NCCL communicator against the MPI one, a GPU per rank
+# (runtime/nccl.cmake makes mr_comm_nccl when NCCL is found).
+if(TARGET mr_comm_nccl)
+  add_executable(test-nccl-comm ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test-nccl-comm.c
+                 ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
+  mr_target_defaults(test-nccl-comm)
+  target_include_directories(test-nccl-comm PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+  target_link_libraries(test-nccl-comm PRIVATE mr_comm_nccl mr_runtime CUDA::cudart ${MATH_LIB})
+  # np 1: every op on a NCCL communicator of one rank (what a one-GPU
+  # machine can run); np 2: the real exchange, or on one GPU the refusal.
+  foreach(np 1 2)
+    add_test(NAME nccl-comm-np${np} COMMAND env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120
+             mpirun --oversubscribe --bind-to none -np ${np} $<TARGET_FILE:test-nccl-comm>)
+    set_tests_properties(nccl-comm-np${np} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 150 RUN_SERIAL TRUE)
+  endforeach()
+endif()

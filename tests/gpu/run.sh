@@ -202,7 +202,8 @@ cmake_build() {
 
 run_ctest() { # label...
   local B=$WORK/build args=("$@") t0; t0=$(date +%s)
-  (cd "$B" && env LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" $OMPI_ENV \
+  # PATH: the prefix's mpirun wrapper for the MPI tests (nccl-comm-np1/np2)
+  (cd "$B" && env PATH="$P/bin:$PATH" LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" $OMPI_ENV \
      ctest --output-on-failure -j"$NPROC" "${args[@]}") > "$WORK/ctest-$1$2.log" 2>&1
   local rc=$?
   cat "$WORK/ctest-$1$2.log" | tail -40
