@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "ref-greedy.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
@@ -110,35 +111,8 @@ static void check_logits(mr_model *m, const int *which, int nw, const char *labe
 }
 
 static void check_greedy(mr_model *m, const int *which, int nw, int max_batch, int budget, const char *label) {
-    mr_request *r = calloc((size_t)nw, sizeof *r);
-    for (int k = 0; k < nw; k++) {
-        int i = which[k];
-        r[k].index = k;
-        r[k].prompt = malloc(sizeof(int32_t) * (size_t)plen[i]);
-        memcpy(r[k].prompt, prompt[i], sizeof(int32_t) * (size_t)plen[i]);
-        r[k].n_prompt = plen[i];
-        r[k].max_tokens = glen[i];
-        r[k].ignore_eos = 1;
-        r[k].sample.top_p = 1;
-        r[k].id_hash = (uint64_t)i;
-    }
-    mr_engine_options eo = {.max_batch = max_batch, .token_budget = budget};
-    mr_status st = mr_engine_run(m, r, nw, &eo, NULL, NULL, NULL);
-    CHECK(st == MR_OK, "%s: engine failed: %s", label, mr_last_error());
-    for (int k = 0; k < nw && st == MR_OK; k++) {
-        int i = which[k], same = r[k].n_out == glen[i];
-        for (int j = 0; same && j < glen[i]; j++) same = r[k].out[j] == greedy[i][j];
-        CHECK(same, "%s: prompt %d greedy continuation differs from transformers", label, i);
-        if (!same) {
-            fprintf(stderr, "   got:");
-            for (int j = 0; j < r[k].n_out; j++) fprintf(stderr, " %d", r[k].out[j]);
-            fprintf(stderr, "\n  want:");
-            for (int j = 0; j < glen[i]; j++) fprintf(stderr, " %d", greedy[i][j]);
-            fprintf(stderr, "\n");
-        }
-    }
-    for (int k = 0; k < nw; k++) mr_request_clear(&r[k]);
-    free(r);
+    ref_seqs seqs = {prompt, greedy, plen, glen};
+    ref_check_greedy(&seqs, m, which, nw, max_batch, budget, label);
 }
 
 int main(int argc, char **argv) {

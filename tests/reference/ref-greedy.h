@@ -1,0 +1,54 @@
+/* The greedy-continuation check shared by check-reference.c and
+ * check-gguf-fidelity.c: run prompts `which` through the engine (greedy,
+ * EOS ignored) and compare every generated token with transformers'. */
+#ifndef MR_REF_GREEDY_H
+#define MR_REF_GREEDY_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "runtime/engine.h"
+#include "runtime/model.h"
+
+typedef struct ref_seqs {
+    int32_t *const *prompt, *const *greedy; /* per prompt: ids, expected continuation */
+    const int *plen, *glen;
+} ref_seqs;
+
+static void ref_check_greedy(const ref_seqs *s, mr_model *m, const int *which, int nw, int max_batch, int budget,
+                             const char *label) {
+    mr_request *r = calloc((size_t)nw, sizeof *r);
+    for (int k = 0; k < nw; k++) {
+        int i = which[k];
+        r[k].index = k;
+        r[k].prompt = malloc(sizeof(int32_t) * (size_t)s->plen[i]);
+        memcpy(r[k].prompt, s->prompt[i], sizeof(int32_t) * (size_t)s->plen[i]);
+        r[k].n_prompt = s->plen[i];
+        r[k].max_tokens = s->glen[i];
+        r[k].ignore_eos = 1;
+        r[k].sample.top_p = 1;
+        r[k].id_hash = (uint64_t)i;
+    }
+    mr_engine_options eo = {.max_batch = max_batch, .token_budget = budget};
+    mr_status st = mr_engine_run(m, r, nw, &eo, NULL, NULL, NULL);
+    CHECK(st == MR_OK, "%s: engine failed: %s", label, mr_last_error());
+    for (int k = 0; k < nw && st == MR_OK; k++) {
+        int i = which[k], same = r[k].n_out == s->glen[i];
+        for (int j = 0; same && j < s->glen[i]; j++) same = r[k].out[j] == s->greedy[i][j];
+        CHECK(same, "%s: prompt %d greedy continuation differs from transformers", label, i);
+        if (!same) {
+            fprintf(stderr, "   got:");
+            for (int j = 0; j < r[k].n_out; j++) fprintf(stderr, " %d", r[k].out[j]);
+            fprintf(stderr, "\n  want:");
+            for (int j = 0; j < s->glen[i]; j++) fprintf(stderr, " %d", s->greedy[i][j]);
+            fprintf(stderr, "\n");
+        }
+    }
+    for (int k = 0; k < nw; k++) mr_request_clear(&r[k]);
+    free(r);
+}
+
+#endif
