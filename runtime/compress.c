@@ -29,34 +29,6 @@ static inline float u2f(uint32_t u) {
     return f;
 }
 
-uint16_t mr_f32_to_bf16(float f) {
-    uint32_t u = f2u(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-
-/* binary16, round to nearest even.  Normal results: re-bias the exponent
- * and round the 13 dropped mantissa bits; subnormal results: adding 0.5
- * (whose ulp is 2^-24, the binary16 subnormal spacing) rounds in float32
- * hardware and leaves the code in the low mantissa bits. */
-uint16_t mr_f32_to_f16(float f) {
-    uint32_t u = f2u(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    u &= 0x7fffffffu;
-    if (u > 0x7f800000u) return sign | 0x7e00u;   /* NaN */
-    if (u >= 0x477ff000u) return sign | 0x7c00u;  /* rounds to >= 65520: inf */
-    if (u < 0x38800000u) {                        /* below 2^-14: subnormal or 0 */
-        float r = u2f(u) + 0.5f;
-        return sign | (uint16_t)(f2u(r) - f2u(0.5f));
-    }
-    uint32_t odd = (u >> 13) & 1u;
-    u += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd;
-    return sign | (uint16_t)(u >> 13);
-}
-
-
 static inline size_t block_bytes(mr_compression c, size_t k) {
     switch (c) {
     case MR_COMPRESS_NONE: return 4 * k;
@@ -299,6 +271,20 @@ static void fp16_unpack(const unsigned char *in, size_t k, float *out, int add) 
     uint16_t tmp[MR_COMPRESS_BLOCK_MAX];
     memcpy(tmp, in + 4, 2 * k);
     f16_values(tmp, k, scale, out, add);
+}
+
+/* ---- single values: the same loops, one value ------------------------- */
+
+uint16_t mr_f32_to_bf16(float f) {
+    uint16_t h;
+    bf16_pack(&f, 1, &h);
+    return h;
+}
+
+uint16_t mr_f32_to_f16(float f) {
+    uint16_t h;
+    f16_codes(&f, 1, 1.0f, 1.0f, &h);
+    return h;
 }
 
 /* ---- whole vectors ---------------------------------------------------- */

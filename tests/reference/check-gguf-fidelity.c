@@ -120,17 +120,6 @@ static void check_tokenizer(const char *gguf) {
     mr_tokenizer_free(t);
 }
 
-/* max |a - ref| / max |ref| over one row */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return md / (mr > 0 ? mr : 1);
-}
-
 /* Teacher-forced forward of every prompt + greedy[:last row] in one batch
  * (prompt i in slot i); returns the largest relative error seen. */
 static double check_logits(mr_model *m, int total) {

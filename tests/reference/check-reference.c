@@ -66,17 +66,6 @@ static void load_ref_logits(const char *dir, int vocab) {
     mr_checkpoint_close(ck);
 }
 
-/* max |a - ref| / max |ref| over one prompt's positions */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return md / (mr > 0 ? mr : 1);
-}
-
 /* Forward the given prompts in one batch (prompt k in slot k) and compare. */
 static void check_logits(mr_model *m, const int *which, int nw, const char *label) {
     int V = mr_model_get_config(m)->vocab, T = 0;

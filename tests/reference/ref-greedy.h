@@ -1,9 +1,11 @@
-/* The greedy-continuation check shared by check-reference.c and
- * check-gguf-fidelity.c: run prompts `which` through the engine (greedy,
- * EOS ignored) and compare every generated token with transformers'. */
+/* Shared by check-reference.c and check-gguf-fidelity.c: the logit error
+ * measure, and the greedy-continuation check (prompts `which` through the
+ * engine, greedy, EOS ignored, every generated token compared with
+ * transformers'). */
 #ifndef MR_REF_GREEDY_H
 #define MR_REF_GREEDY_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,17 @@
 #include "harness.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
+
+/* max |a - ref| / max |ref| over n values (NaN counts as infinite) */
+static inline double rel_err(const float *a, const float *ref, size_t n) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    return md / (mr > 0 ? mr : 1);
+}
 
 typedef struct ref_seqs {
     int32_t *const *prompt, *const *greedy; /* per prompt: ids, expected continuation */
