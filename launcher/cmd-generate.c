@@ -116,6 +116,7 @@ static const char *plan_key_of(int opt) {
 
 typedef struct job {
     mr_comm *world, *tp, *pipe, *ep, *lock;
+    mr_comm *mpi_world; /* MPI's numbering, when world is renumbered for the topology */
     mr_plan plan;
     mr_rank_coords me;
     int reporter; /* stage 0, tensor 0: this rank reports its replica's results */
@@ -126,6 +127,72 @@ typedef struct job {
     int answered;          /* results without an error record (reporters) */
     mr_format_info info;
 } job;
+
+typedef struct plan_set {
+    const char *key;
+    char *val;
+} plan_set;
+
+/* topology.export_nic must act before MPI_Init, where MPI's UCX picks its
+ * devices: read the plan quietly here (it is read and checked for real
+ * after MPI_Init, where errors are reported). */
+static void export_nic_early(const char *plan_path, const plan_set *sets, int n_sets, char *what, size_t n) {
+    mr_plan *p = malloc(sizeof *p);
+    if (!p) return;
+    mr_plan_init(p);
+    int ok = !plan_path || mr_plan_load(p, plan_path) == MR_OK;
+    for (int i = 0; ok && i < n_sets; i++) ok = mr_plan_set(p, sets[i].key, sets[i].val) == MR_OK;
+    if (ok && p->topology.export_nic) mr_topo_export_nic_early(p->topology.gpu, what, n);
+    mr_clear_error();
+    free(p);
+}
+
+/* Discover the nodes, place the plan's ranks (renumbering the world so
+ * that each node holds neighbouring plan ranks), bind this rank, report. */
+static mr_status place_ranks(job *j, mr_topo_job *topo, int quiet, const char *early_nic) {
+    MR_CHECK(mr_topo_job_setup(j->world, &j->plan, topo));
+    if (topo->pl.reordered) {
+        j->mpi_world = j->world;
+        j->world = NULL;
+        MR_CHECK(mr_comm_mpi_split(j->mpi_world, 0, topo->plan_rank, &j->world));
+        mr_log_set_rank(j->world->rank, j->world->size);
+    }
+    const mr_topo_slot *sl = &topo->pl.slots[topo->plan_rank];
+    const mr_topo_node *node = &topo->topo.nodes[topo->topo.ranks[sl->world_rank].node];
+    char line[2048];
+    if (j->world->rank == 0) {
+        if (!quiet) {
+            mr_topo_summary(&topo->topo, &topo->pl, line, sizeof line);
+            MR_INFO("%s", line);
+        }
+        if (topo->pl.warning[0]) MR_WARN("%s", topo->pl.warning);
+    }
+    size_t o;
+    if (topo->bound.applied) {
+        o = (size_t)snprintf(line, sizeof line, "rank %d bound to CPUs %s (%d core%s%s)", j->world->rank,
+                             topo->bound.cpus, sl->cores, sl->cores == 1 ? "" : "s",
+                             sl->shared > 1 ? ", shared with other ranks" : "");
+        if (sl->numa >= 0 && topo->bound.mem_bound)
+            snprintf(line + o, sizeof line - o, ", memory on NUMA node %d", node->numa[sl->numa].os_index);
+    } else {
+        snprintf(line, sizeof line, "rank %d not bound by moerun (%s), CPUs %s", j->world->rank, topo->bound.why,
+                 topo->bound.cpus);
+    }
+    if (sl->gpu >= 0) {
+        o = strlen(line);
+        snprintf(line + o, sizeof line - o, "; GPU %s (%s)", node->gpus[sl->gpu].name, node->gpus[sl->gpu].busid);
+    }
+    if (early_nic[0] || topo->nic_env[0]) {
+        o = strlen(line);
+        snprintf(line + o, sizeof line - o, "; %s%s%s", early_nic, early_nic[0] && topo->nic_env[0] ? " " : "",
+                 topo->nic_env);
+    }
+    if (j->world->rank == 0 && !quiet)
+        MR_INFO("%s", line);
+    else
+        MR_DEBUG("%s", line);
+    return MR_OK;
+}
 
 static mr_status on_done(void *user, mr_request *r) {
     job *j = user;
@@ -276,7 +343,7 @@ int mr_cmd_generate(int argc, char **argv) {
         {0, 0, 0, 0},
     };
     const char *plan_path = NULL, *tok_path = NULL;
-    struct { const char *key; char *val; } sets[128];
+    plan_set sets[128];
     int n_sets = 0, synthetic = 0, overwrite = 0, quiet = 0, ignore_eos = 0, c;
     long wseed = 1;
     optind = 1;
@@ -330,6 +397,9 @@ int mr_cmd_generate(int argc, char **argv) {
     int n_all = 0, n_mine = 0;
     mr_model_config cfg;
     int have_cfg = 0;
+    mr_topo_job topo = {0};
+    char early_nic[256] = "";
+    export_nic_early(plan_path, sets, n_sets, early_nic, sizeof early_nic);
     MR_CHECK_GOTO(mr_comm_mpi_init(&argc, &argv, &j.world), st, fail);
     mr_log_set_rank(j.world->rank, j.world->size);
 
@@ -344,6 +414,7 @@ int mr_cmd_generate(int argc, char **argv) {
     MR_CHECK_GOTO(mr_plan_load_model_config(&cfg, j.plan.model), st, fail);
     have_cfg = 1;
     MR_CHECK_GOTO(mr_plan_check(&j.plan, &cfg, j.world->size), st, fail);
+    MR_CHECK_GOTO(place_ranks(&j, &topo, quiet, early_nic), st, fail);
     mr_allreduce_opts aro;
     mr_allreduce_opts_from_plan(&aro, &j.plan);
     MR_CHECK_GOTO(mr_allreduce_opts_from_env(&aro), st, fail);
@@ -382,21 +453,7 @@ int mr_cmd_generate(int argc, char **argv) {
             MR_INFO("tensor all-reduce: %s", what);
         }
     }
-    int threads = j.plan.runtime.threads;
-    if (threads == 0) {
-        /* the cores this rank may run on; unbound ranks (mpirun --bind-to
-         * none) all see every core of the node and share them, so that the
-         * node never runs more threads than it has cores */
-        mr_local_cpus lc;
-        threads = mr_topo_local_cpus(&lc) == MR_OK ? lc.cores : 1;
-        if (mr_topo_local_cpus(&lc) == MR_OK && lc.pus == (int)sysconf(_SC_NPROCESSORS_ONLN)) {
-            mr_comm *node = NULL;
-            MR_CHECK_GOTO(mr_comm_mpi_split_node(j.world, &node), st, fail);
-            int local = node->size;
-            mr_comm_destroy(node);
-            if (local > 1) threads = threads / local > 0 ? threads / local : 1;
-        }
-    }
+    int threads = j.plan.runtime.threads ? j.plan.runtime.threads : topo.threads;
     if (mr_backend_cpu_init(&be, threads) != 0) { st = mr_error(MR_ERR_INTERNAL, "cannot start the CPU backend"); goto fail; }
     if (j.world->rank == 0 && !quiet) {
         MR_INFO("plan: %d ranks = data %d x pipeline %d x tensor %d, expert groups of %d, %d micro-batches",
@@ -511,6 +568,8 @@ cleanup:
     mr_comm_destroy(j.ep);
     mr_comm_destroy(j.lock);
     mr_comm_destroy(j.world);
+    mr_comm_destroy(j.mpi_world);
+    mr_topo_job_free(&topo);
     mr_comm_mpi_finalize();
     return mr_status_exit_code(st);
 }

@@ -5,5 +5,6 @@
 
 int mr_cmd_generate(int argc, char **argv);
 int mr_cmd_plan(int argc, char **argv);
+int mr_cmd_topo(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  generate   run a JSONL file of requests through a model, write a JSONL of results\n"
             "  plan       check a plan YAML against the world size and the model, show each rank's share\n"
+            "  topo       what each rank sees (cores, NUMA, GPUs, NICs) and where it sits\n"
             "  version    print the version\n"
             "  help       this text\n"
             "\n"
@@ -28,6 +29,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate")) return mr_cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan")) return mr_cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "topo")) return mr_cmd_topo(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("moerun %s\n", MR_VERSION);
         return 0;

@@ -33,6 +33,8 @@ typedef struct keydef {
 static const char *const backend_names[MR_COMM_BACKEND_COUNT] = {"auto", "mpi", "nccl"};
 static const char *const algo_names[MR_AR_ALGO_COUNT] = {"auto", "ring", "two_shot", "hierarchical", "mpi"};
 static const char *const compression_names[MR_COMPRESSION_COUNT] = {"none", "bf16", "fp16", "int8", "int4"};
+static const char *const bind_names[MR_TOPO_BIND_POLICY_COUNT] = {"auto", "none", "force"};
+static const char *const gpu_names[MR_TOPO_GPU_POLICY_COUNT] = {"local_rank", "numa"};
 
 #define SIZE_MAX_RANKS (1 << 16) /* per dimension; the product is checked too */
 #define BIG (1 << 30)
@@ -65,6 +67,9 @@ static const keydef keys[MR_PLAN_KEY_COUNT] = {
     [MR_PLAN_KEY_TOKEN_BUDGET] = {"generation.token_budget", T_INT, 1, 1 << 24, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_MAX_CONTEXT] = {"generation.max_context", T_INT, 0, 1 << 24, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_TOPO_STRICT] = {"topology.strict", T_BOOL, 0, 0, 0, 0, 0, NULL, 0},
+    [MR_PLAN_KEY_TOPO_BIND] = {"topology.bind", T_ENUM, 0, 0, 0, 0, 0, bind_names, MR_TOPO_BIND_POLICY_COUNT},
+    [MR_PLAN_KEY_TOPO_GPU] = {"topology.gpu", T_ENUM, 0, 0, 0, 0, 0, gpu_names, MR_TOPO_GPU_POLICY_COUNT},
+    [MR_PLAN_KEY_TOPO_EXPORT_NIC] = {"topology.export_nic", T_BOOL, 0, 0, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_THREADS] = {"runtime.threads", T_INT, 0, 4096, 0, 0, 0, NULL, 0},
 };
 
@@ -99,6 +104,9 @@ static void *field(mr_plan *p, mr_plan_key k) {
     case MR_PLAN_KEY_TOKEN_BUDGET: return &p->generation.token_budget;
     case MR_PLAN_KEY_MAX_CONTEXT: return &p->generation.max_context;
     case MR_PLAN_KEY_TOPO_STRICT: return &p->topology.strict;
+    case MR_PLAN_KEY_TOPO_BIND: return &p->topology.bind;
+    case MR_PLAN_KEY_TOPO_GPU: return &p->topology.gpu;
+    case MR_PLAN_KEY_TOPO_EXPORT_NIC: return &p->topology.export_nic;
     case MR_PLAN_KEY_THREADS: return &p->runtime.threads;
     default: return NULL;
     }
@@ -114,6 +122,10 @@ const char *mr_allreduce_algo_name(mr_allreduce_algo a) {
 const char *mr_compression_name(mr_compression c) {
     return c >= 0 && c < MR_COMPRESSION_COUNT ? compression_names[c] : "?";
 }
+const char *mr_topo_bind_name(mr_topo_bind_policy b) {
+    return b >= 0 && b < MR_TOPO_BIND_POLICY_COUNT ? bind_names[b] : "?";
+}
+const char *mr_topo_gpu_name(mr_topo_gpu_policy g) { return g >= 0 && g < MR_TOPO_GPU_POLICY_COUNT ? gpu_names[g] : "?"; }
 
 void mr_plan_init(mr_plan *p) {
     memset(p, 0, sizeof *p);

@@ -49,6 +49,20 @@ typedef enum mr_compression {
     MR_COMPRESSION_COUNT
 } mr_compression;
 
+/* Where ranks go on a node (topology/). */
+typedef enum mr_topo_bind_policy {
+    MR_TOPO_BIND_AUTO = 0, /* bind, unless bound from outside to less than the whole node */
+    MR_TOPO_BIND_NONE,     /* leave the binding as it is */
+    MR_TOPO_BIND_FORCE,    /* bind even over an outside binding */
+    MR_TOPO_BIND_POLICY_COUNT
+} mr_topo_bind_policy;
+
+typedef enum mr_topo_gpu_policy {
+    MR_TOPO_GPU_LOCAL_RANK = 0, /* local rank i takes GPU i (mod the count) */
+    MR_TOPO_GPU_NUMA,           /* a GPU local to the outside binding's NUMA node, else local order */
+    MR_TOPO_GPU_POLICY_COUNT
+} mr_topo_gpu_policy;
+
 /* Every key a plan can hold, by its dotted name ("parallel.tensor"). */
 typedef enum mr_plan_key {
     MR_PLAN_KEY_MODEL = 0,
@@ -76,6 +90,9 @@ typedef enum mr_plan_key {
     MR_PLAN_KEY_TOKEN_BUDGET,
     MR_PLAN_KEY_MAX_CONTEXT,
     MR_PLAN_KEY_TOPO_STRICT,
+    MR_PLAN_KEY_TOPO_BIND,
+    MR_PLAN_KEY_TOPO_GPU,
+    MR_PLAN_KEY_TOPO_EXPORT_NIC,
     MR_PLAN_KEY_THREADS,
     MR_PLAN_KEY_COUNT
 } mr_plan_key;
@@ -124,7 +141,10 @@ typedef struct mr_plan {
         int max_context; /* 0: the model's, capped by the runtime */
     } generation;
     struct {
-        int strict;
+        int strict; /* a tensor group spanning nodes is an error, not a warning */
+        mr_topo_bind_policy bind;
+        mr_topo_gpu_policy gpu;
+        int export_nic; /* set UCX_NET_DEVICES / NCCL_IB_HCA to each rank's nearest NIC */
     } topology;
     struct {
         int threads; /* 0: the cores this process is bound to */
@@ -153,6 +173,8 @@ const char *mr_plan_where(const mr_plan *p, mr_plan_key k, char *buf, size_t n);
 const char *mr_comm_backend_name(mr_comm_backend b);
 const char *mr_allreduce_algo_name(mr_allreduce_algo a);
 const char *mr_compression_name(mr_compression c);
+const char *mr_topo_bind_name(mr_topo_bind_policy b);
+const char *mr_topo_gpu_name(mr_topo_gpu_policy g);
 
 /* ---- layout (pure functions of a plan that passed mr_plan_check) ------ */
 
