@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# slurmctld, slurmd, slurm-client and munge: the real Slurm of tests/slurm/.
+# scripts/slurm-local.sh starts its own daemons there, with their own key,
+# socket, ports and files; the system services of these packages are unused.
 PKGS=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc
-      libyaml-dev libucx-dev libopenblas-dev libpcre2-dev libjansson-dev jq)
+      libyaml-dev libucx-dev libopenblas-dev libpcre2-dev libjansson-dev jq
+      slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
