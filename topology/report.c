@@ -29,21 +29,24 @@ static size_t node_line(const mr_topo_node *nd, char *buf, size_t n) {
 }
 
 void mr_topo_summary(const mr_topo *t, const mr_topo_placement *pl, char *buf, size_t n) {
-    size_t o = (size_t)snprintf(buf, n, "topology: %d node%s, %d ranks", t->n_nodes, t->n_nodes == 1 ? "" : "s",
-                                t->world);
     int alike = 1;
     for (int i = 1; i < t->n_nodes; i++) alike &= nodes_alike(&t->nodes[0], &t->nodes[i]);
-    for (int i = 0; i < t->n_nodes && i < 8; i++) {
-        if (alike && i > 0) {
-            o += (size_t)snprintf(buf + o, n > o ? n - o : 0, ", %s", t->nodes[i].host);
-            continue;
+    size_t o = (size_t)snprintf(buf, n, "topology: %d node%s", t->n_nodes, t->n_nodes == 1 ? "" : "s");
+    if (alike) {
+        for (int i = 0; i < t->n_nodes && i < 8; i++)
+            o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "%s%s", i ? ", " : " (", t->nodes[i].host);
+        o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "%s), %d rank%s; %s", t->n_nodes > 8 ? ", ..." : "",
+                              t->world, t->world == 1 ? "" : "s", t->n_nodes > 1 ? "each node: " : "");
+        o += node_line(&t->nodes[0], buf + o, n > o ? n - o : 0);
+    } else {
+        o += (size_t)snprintf(buf + o, n > o ? n - o : 0, ", %d ranks", t->world);
+        for (int i = 0; i < t->n_nodes && i < 8; i++) {
+            o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "; %s: ", t->nodes[i].host);
+            o += node_line(&t->nodes[i], buf + o, n > o ? n - o : 0);
         }
-        o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "; %s: ", t->nodes[i].host);
-        o += node_line(&t->nodes[i], buf + o, n > o ? n - o : 0);
-        if (alike && t->n_nodes > 1) o += (size_t)snprintf(buf + o, n > o ? n - o : 0, " each:");
+        if (t->n_nodes > 8) o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "; ...");
     }
-    if (t->n_nodes > 8) o += (size_t)snprintf(buf + o, n > o ? n - o : 0, ", ...");
-    if (!pl) return;
+    if (!pl || t->n_nodes == 1) return;
     o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "; groups spanning nodes:");
     for (int g = 0; g < MR_GROUP_KIND_COUNT; g++)
         o += (size_t)snprintf(buf + o, n > o ? n - o : 0, " %s %d/%d", kind_names[g], pl->span[g].split,
