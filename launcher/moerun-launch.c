@@ -2,7 +2,10 @@
  * mpirun command line and run it.
  *   moerun-launch PLAN.yaml [mpirun options] -- generate [generate options]
  * The moerun started is the one installed beside this program; the plan is
- * passed on with --plan.  --dry-run prints the command without running it. */
+ * passed on with --plan.  --dry-run prints the command without running it.
+ * Unless the mpirun options bind (--bind-to), it adds --bind-to none: each
+ * rank then binds itself next to its GPU or to its share of the node
+ * (plan key topology.bind), which mpirun's default binding would pre-empt. */
 #define _GNU_SOURCE
 #include <limits.h>
 #include <stdio.h>
@@ -15,7 +18,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: moerun-launch PLAN.yaml [--dry-run] [mpirun options] -- <moerun command> [options]\n"
                "  e.g. moerun-launch configs/dgx-h100.yaml --bind-to core -- generate --input in.jsonl --output out.jsonl\n"
-               "Computes -np from the plan (data x pipeline x tensor), prints the mpirun line, runs it.\n");
+               "Computes -np from the plan (data x pipeline x tensor), prints the mpirun line, runs it.\n"
+               "Adds --bind-to none unless given --bind-to: moerun binds each rank itself (topology.bind).\n");
 }
 
 static void print_quoted(const char *s) {
@@ -56,9 +60,15 @@ int main(int argc, char **argv) {
     args[k++] = "mpirun";
     args[k++] = "-np";
     args[k++] = np;
+    int binds = 0;
     for (int i = 2; i < sep; i++) {
         if (!strcmp(argv[i], "--dry-run")) { dry = 1; continue; }
+        if (!strcmp(argv[i], "--bind-to") || !strcmp(argv[i], "-bind-to")) binds = 1;
         args[k++] = argv[i];
+    }
+    if (!binds) {
+        args[k++] = "--bind-to";
+        args[k++] = "none";
     }
     args[k++] = moerun;
     args[k++] = argv[sep + 1];

@@ -41,6 +41,16 @@ grep -q "parallel.tensor = 16 ($tmp/strict.yaml:2:11)" "$tmp/out" && ok || bad "
 # a plan for another world size
 expect 2 "= 4 ranks, but the world has 8 ranks" -- "$moerun" topo --xml "$dgx" --nodes 1 --ranks-per-node 8 --set parallel.tensor=4
 
+# the shipped DGX plans place on DGX nodes (strict: every tensor group in a node)
+configs=$here/../../configs
+expect 0 "tensor groups: 1, 0 spanning nodes" -- "$moerun" topo --xml "$dgx" --nodes 1 --ranks-per-node 8 \
+  --plan "$configs/dgx-h100.yaml"
+expect 0 "tensor groups: 2, 0 spanning nodes" -- "$moerun" topo --xml "$dgx" --nodes 2 --ranks-per-node 8 --map cyclic \
+  --plan "$configs/dgx-h100-x2.yaml"
+expect 0 "pipeline groups: 8, 8 spanning nodes" -- "$moerun" topo --xml "$dgx" --nodes 2 --ranks-per-node 8 \
+  --plan "$configs/dgx-h100-x2.yaml"
+expect 0 "" -- "$moerun" topo --xml "$dgx" --nodes 2 --ranks-per-node 8 --plan "$configs/deepseek-v3-ep.yaml"
+
 # under mpirun: every rank discovers; --dump reloads to the same report
 if timeout 60 mpirun -np 2 --bind-to none "$moerun" topo --json --dump "$tmp/t.dump" >"$tmp/mpi.json" 2>"$tmp/mpi.err"; then
   ok
