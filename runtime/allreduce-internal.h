@@ -3,14 +3,11 @@
 #ifndef MR_ALLREDUCE_INTERNAL_H
 #define MR_ALLREDUCE_INTERNAL_H
 
-#include <pthread.h>
-
 #include "runtime/allreduce.h"
 #include "runtime/compress.h"
+#include "runtime/progress.h"
 
 #define MR_AR_TAG 0x4152 /* "AR": tag of the engine's point-to-point messages */
-#define MR_AR_QUEUE 64   /* reductions queued on the progress thread */
-#define MR_AR_POLL_US 20 /* progress thread: sleep between tests of pending requests */
 #define MR_OVERLAP_MIN_ROWS 16 /* fewest token rows in one pipelined GEMM chunk */
 #define MR_AR_SMALL_BYTES (256u << 10) /* auto, exact, two ranks: the communicator's own up to this, ring above */
 
@@ -30,16 +27,9 @@ struct mr_allreduce {
     int n_nodes;               /* 0: ranks per node differ, no hierarchical */
     ar_buf send, recv, acc, tmp;
     int *counts;               /* 4 x group size ints for alltoallv */
-    /* progress thread */
-    pthread_t thread;
-    int thread_up, overlap_ok, warned;
-    _Atomic int hurry; /* the caller waits: reduce without sleeping */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct { float *buf; size_t n; } queue[MR_AR_QUEUE];
-    int q_head, q_tail, q_stop;
-    mr_status q_status;
-    char q_error[512];
+    /* overlap: reductions queued on a progress thread */
+    mr_progress *prog;
+    int overlap_ok, warned;
 };
 
 /* Values [shard_begin(j), shard_begin(j+1)) belong to rank j of p: blocks

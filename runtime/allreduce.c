@@ -1,11 +1,8 @@
 /* The all-reduce engine: options, the choice of algorithm, chunking, the
- * node sub-groups of hierarchical, and the progress thread for overlap.
- * The algorithms themselves live in allreduce-{ring,two-shot,hier}.c. */
-#define _GNU_SOURCE /* syscall(SYS_gettid) */
+ * node sub-groups of hierarchical, and overlap on a progress thread
+ * (progress.c).  The algorithms themselves live in
+ * allreduce-{ring,two-shot,hier}.c. */
 #include <errno.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +111,15 @@ static mr_status make_nodes(mr_allreduce *ar) {
     return MR_OK;
 }
 
-static void *progress_main(void *arg);
+typedef struct ar_job {
+    float *buf;
+    size_t n;
+} ar_job;
+
+static mr_status run_job(void *ctx, void *job) {
+    ar_job *j = job;
+    return mr_allreduce_run(ctx, j->buf, j->buf, j->n);
+}
 
 mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_allreduce **out) {
     MR_CHECK(mr_allreduce_opts_check(o));
@@ -136,11 +141,10 @@ mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_all
     if (st == MR_OK) st = ar_reserve(&ar->acc, big);
     ar->overlap_ok = o->overlap && group->size > 1 && group->thread_serialized;
     if (st == MR_OK && ar->overlap_ok) {
-        pthread_mutex_init(&ar->mu, NULL);
-        pthread_cond_init(&ar->cv, NULL);
-        if (pthread_create(&ar->thread, NULL, progress_main, ar) != 0)
-            st = mr_error(MR_ERR_INTERNAL, "all-reduce: cannot start the progress thread");
-        else ar->thread_up = 1;
+        /* while a reduction runs there, the group's (and node sub-groups')
+         * waits sleep between tests, leaving the cores to the caller's GEMM */
+        mr_comm *comms[3] = {ar->group, ar->node, ar->cross};
+        st = mr_progress_create(comms, 3, run_job, ar, sizeof(ar_job), &ar->prog);
     }
     if (st != MR_OK) {
         mr_allreduce_destroy(ar);
@@ -152,15 +156,7 @@ mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_all
 
 void mr_allreduce_destroy(mr_allreduce *ar) {
     if (!ar) return;
-    if (ar->thread_up) {
-        pthread_mutex_lock(&ar->mu);
-        ar->q_stop = 1;
-        pthread_cond_broadcast(&ar->cv);
-        pthread_mutex_unlock(&ar->mu);
-        pthread_join(ar->thread, NULL);
-        pthread_mutex_destroy(&ar->mu);
-        pthread_cond_destroy(&ar->cv);
-    }
+    mr_progress_destroy(ar->prog);
     mr_comm_destroy(ar->node);
     mr_comm_destroy(ar->cross);
     free(ar->send.p);
@@ -221,59 +217,6 @@ mr_status mr_allreduce_run(mr_allreduce *ar, const float *in, float *out, size_t
     return run_chunks(ar, ar->o.algorithm, ar->o.compression, in, out, n);
 }
 
-/* ---- progress thread -------------------------------------------------- */
-
-/* While a queued reduction runs, the group's (and node sub-groups')
- * waits sleep between tests instead of spinning, leaving the core to the
- * GEMM the caller runs meanwhile. */
-static void set_wait_sleep(mr_allreduce *ar, int us) {
-    atomic_store_explicit(&ar->group->wait_sleep_us, us, memory_order_relaxed);
-    if (ar->node) atomic_store_explicit(&ar->node->wait_sleep_us, us, memory_order_relaxed);
-    if (ar->cross) atomic_store_explicit(&ar->cross->wait_sleep_us, us, memory_order_relaxed);
-}
-
-/* Waits in progress stop sleeping (nonblocking stays nonblocking). */
-static void hurry_one(mr_comm *c) {
-    int v = atomic_load(&c->wait_sleep_us);
-    while (v > 0 && !atomic_compare_exchange_weak(&c->wait_sleep_us, &v, -1)) {
-    }
-}
-
-static void hurry_comms(mr_allreduce *ar) {
-    hurry_one(ar->group);
-    if (ar->node) hurry_one(ar->node);
-    if (ar->cross) hurry_one(ar->cross);
-}
-
-static void *progress_main(void *arg) {
-    mr_allreduce *ar = arg;
-    if (!strcmp(ar->group->ops->name, "mpi")) mr_comm_mpi_fine_timers();
-    /* run before the GEMM threads when woken: a peer's exchange step waits
-     * on this thread (allowed for root or with CAP_SYS_NICE; else no-op) */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
-    pthread_mutex_lock(&ar->mu);
-    for (;;) {
-        while (ar->q_head == ar->q_tail && !ar->q_stop) pthread_cond_wait(&ar->cv, &ar->mu);
-        if (ar->q_head == ar->q_tail) break; /* stop, queue drained */
-        float *buf = ar->queue[ar->q_head % MR_AR_QUEUE].buf;
-        size_t n = ar->queue[ar->q_head % MR_AR_QUEUE].n;
-        int failed = ar->q_status != MR_OK;
-        pthread_mutex_unlock(&ar->mu);
-        set_wait_sleep(ar, atomic_load(&ar->hurry) ? -1 : MR_AR_POLL_US);
-        mr_status st = failed ? MR_OK : mr_allreduce_run(ar, buf, buf, n);
-        set_wait_sleep(ar, 0);
-        pthread_mutex_lock(&ar->mu);
-        if (st != MR_OK && ar->q_status == MR_OK) {
-            ar->q_status = st;
-            snprintf(ar->q_error, sizeof ar->q_error, "%s", mr_last_error());
-        }
-        ar->q_head++;
-        pthread_cond_broadcast(&ar->cv);
-    }
-    pthread_mutex_unlock(&ar->mu);
-    return NULL;
-}
-
 int mr_allreduce_overlaps(const mr_allreduce *ar) { return ar->overlap_ok; }
 
 mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n) {
@@ -285,31 +228,11 @@ mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n) {
         }
         return mr_allreduce_run(ar, buf, buf, n);
     }
-    pthread_mutex_lock(&ar->mu);
-    while (ar->q_tail - ar->q_head >= MR_AR_QUEUE) pthread_cond_wait(&ar->cv, &ar->mu);
-    ar->queue[ar->q_tail % MR_AR_QUEUE].buf = buf;
-    ar->queue[ar->q_tail % MR_AR_QUEUE].n = n;
-    ar->q_tail++;
-    pthread_cond_broadcast(&ar->cv);
-    pthread_mutex_unlock(&ar->mu);
-    return MR_OK;
+    ar_job j = {buf, n};
+    return mr_progress_start(ar->prog, &j);
 }
 
-mr_status mr_allreduce_wait(mr_allreduce *ar) {
-    if (!ar->overlap_ok) return MR_OK;
-    /* nothing left to overlap with: the progress thread stops sleeping */
-    atomic_store(&ar->hurry, 1);
-    hurry_comms(ar);
-    pthread_mutex_lock(&ar->mu);
-    while (ar->q_head != ar->q_tail) pthread_cond_wait(&ar->cv, &ar->mu);
-    atomic_store(&ar->hurry, 0);
-    mr_status st = ar->q_status;
-    char msg[sizeof ar->q_error];
-    memcpy(msg, ar->q_error, sizeof msg);
-    ar->q_status = MR_OK;
-    pthread_mutex_unlock(&ar->mu);
-    return st == MR_OK ? MR_OK : mr_error(st, "%s", msg);
-}
+mr_status mr_allreduce_wait(mr_allreduce *ar) { return ar->overlap_ok ? mr_progress_wait(ar->prog) : MR_OK; }
 
 const mr_allreduce_opts *mr_allreduce_options(const mr_allreduce *ar) { return &ar->o; }
 
@@ -330,5 +253,8 @@ void mr_allreduce_describe(const mr_allreduce *ar, char *buf, size_t len) {
     snprintf(buf, len, "algorithm %s, compression %s (block %d), chunk %d KiB, overlap %s%s", algo,
              mr_compression_name(ar->o.compression), ar->o.block,
              ar->o.chunk_kib,
-             ar->overlap_ok ? "on" : ar->o.overlap ? "off (communicator not thread-safe)" : "off", nodes);
+             ar->overlap_ok                               ? "on"
+             : ar->o.overlap && ar->group->size > 1 ? "off (communicator not thread-safe)"
+                                                    : "off",
+             nodes);
 }

@@ -97,6 +97,7 @@ struct mr_model {
     uint64_t routed_expert_bytes; /* part of weight_bytes in routed experts */
     uint64_t step_expert_bytes;   /* routed-expert bytes the last forward touched */
     mr_moe_ep_stats ep_stats;     /* see mr_model_moe_ep_stats */
+    struct mr_progress *ep_prog;  /* the combine's progress thread (shard.ep_overlap) */
     void **allocs; /* every device buffer, for mr_model_free */
     size_t n_allocs, cap_allocs;
 };

@@ -17,6 +17,7 @@
 #include "runtime/allreduce.h"
 #include "runtime/gguf.h"
 #include "runtime/model-internal.h"
+#include "runtime/progress.h"
 
 /* transformers builds DeepSeek's q_a/kv_a layernorms with the RMSNorm
  * default eps, not rms_norm_eps. */
@@ -113,6 +114,7 @@ fail:
 
 void mr_model_free(mr_model *m) {
     if (!m) return;
+    mr_progress_destroy(m->ep_prog);
     for (size_t i = 0; i < m->n_allocs; i++) m->be->ops->free(m->be, m->allocs[i]);
     free(m->allocs);
     if (m->layers)
@@ -283,19 +285,26 @@ static mr_route_params route_params(const mr_model *m, const mr_layer_w *w) {
 }
 
 /* Shared experts of a MoE layer, added into ws->a (tensor-sliced: partial
- * sums, completed by the caller's all-reduce). */
-static void moe_shared(mr_model *m, const mr_layer_w *w, int T) {
-    const mr_backend_ops *ops = m->be->ops;
+ * sums, completed by the caller's all-reduce).  In two halves so that the
+ * expert-parallel combine can run between them: compute (into ws->ye and
+ * ws->shared_g), then add. */
+static void moe_shared_compute(mr_model *m, const mr_layer_w *w, int T) {
+    if (!w->shared.inter) return;
+    mlp(m, &w->shared, m->ws.ye, m->ws.h, T);
+    if (w->shared_gate) m->be->ops->matmul(m->be, m->ws.shared_g, m->ws.h, w->shared_gate, NULL, T, 1, m->cfg.hidden, 0);
+}
+
+static void moe_shared_add(mr_model *m, const mr_layer_w *w, int T) {
     mr_workspace *ws = &m->ws;
     int H = m->cfg.hidden;
     if (!w->shared.inter) return;
-    mlp(m, &w->shared, ws->ye, ws->h, T);
-    if (w->shared_gate) {
-        ops->matmul(m->be, ws->shared_g, ws->h, w->shared_gate, NULL, T, 1, H, 0);
-        ops->sigmoid_gate_add(m->be, ws->a, ws->ye, ws->shared_g, T, H);
-    } else {
-        ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
-    }
+    if (w->shared_gate) m->be->ops->sigmoid_gate_add(m->be, ws->a, ws->ye, ws->shared_g, T, H);
+    else m->be->ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
+}
+
+static void moe_shared(mr_model *m, const mr_layer_w *w, int T) {
+    moe_shared_compute(m, w, T);
+    moe_shared_add(m, w, T);
 }
 
 /* MoE with every expert on this rank (sliced over the tensor group when
@@ -331,6 +340,35 @@ static void moe_local(mr_model *m, int l, int T) {
         ops->scatter_add_rows(m->be, ws->a, ws->ye, ws->perm_tok + off, ws->perm_w + off, n, H);
     }
     moe_shared(m, w, T);
+}
+
+/* The combine all-to-all as a progress-thread job. */
+typedef struct ep_combine_job {
+    mr_comm *ep;
+    const void *send;
+    const int *sc, *sd;
+    void *recv;
+    const int *rc, *rd;
+    size_t elem;
+} ep_combine_job;
+
+static mr_status run_combine(void *ctx, void *job) {
+    (void)ctx;
+    ep_combine_job *j = job;
+    return j->ep->ops->alltoallv(j->ep, j->send, j->sc, j->sd, j->recv, j->rc, j->rd, j->elem);
+}
+
+/* *yes alike on every rank of the expert group: the plan's flag, the
+ * communicator's thread level, the layer's shared experts.  A thread that
+ * cannot start is an error (the peers would wait in the other path). */
+static mr_status overlap_combine(mr_model *m, const mr_layer_w *w, int *yes) {
+    mr_comm *ep = m->opt.shard.ep_comm;
+    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter;
+    if (*yes && !m->ep_prog) {
+        MR_CHECK(mr_progress_create(&ep, 1, run_combine, NULL, sizeof(ep_combine_job), &m->ep_prog));
+        MR_DEBUG("expert combine overlapped with the shared experts (progress thread started)");
+    }
+    return MR_OK;
 }
 
 /* MoE with the experts dealt out over an expert group, staged like DeepEP:
@@ -423,13 +461,29 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         ops->scatter_add_rows(m->be, ws->ep_recv, ws->ye, ws->ep_order, NULL, nrecv, H);
     }
     ta = now_s();
-    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)));
-    st->a2a_s += now_s() - ta;
     if (T > 0) memset(ws->a, 0, (size_t)T * H * sizeof(float));
-    if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
+    int overlap;
+    MR_CHECK(overlap_combine(m, w, &overlap));
+    if (overlap) {
+        /* the shared experts compute while the combine is in flight (they
+         * touch neither ep_recv nor ep_send); the sums keep the order of
+         * the path below, so both give the same bits */
+        ep_combine_job job = {ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)};
+        MR_CHECK(mr_progress_start(m->ep_prog, &job));
+        if (T > 0) moe_shared_compute(m, w, T);
+        m->be->ops->sync(m->be);
+        MR_CHECK(mr_progress_wait(m->ep_prog));
+        st->a2a_s += now_s() - ta;
+        if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
+        if (T > 0) moe_shared_add(m, w, T);
+    } else {
+        MR_CHECK(ep->ops->alltoallv(ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)));
+        st->a2a_s += now_s() - ta;
+        if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
+        if (T > 0) moe_shared(m, w, T);
+    }
     m->be->ops->sync(m->be);
     st->combine_s += now_s() - t_comb;
-    if (T > 0) moe_shared(m, w, T);
     return MR_OK;
 }
 

@@ -34,6 +34,11 @@ typedef struct mr_model_shard {
      * (attention output, dense MLP down) run in token chunks, each chunk's
      * reduction on the engine's progress thread while the next computes. */
     struct mr_allreduce *tp_ar;
+    /* ep > 1: the combine all-to-all runs on a progress thread while the
+     * shared experts compute (models with shared experts; needs an
+     * expert communicator that allows a second thread).  Every rank of
+     * the expert group must set it alike. */
+    int ep_overlap;
 } mr_model_shard;
 
 typedef struct mr_model_options {

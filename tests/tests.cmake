@@ -26,6 +26,18 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   set_tests_properties(plans-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE)
 endforeach()
 
+# The same with overlap on (MR_ALLREDUCE_OVERLAP=1): row-parallel GEMMs
+# reduced chunk by chunk on the progress thread, and for models with shared
+# experts the expert-parallel combine in flight while they compute; the
+# sums keep their order, so the tokens must still be one rank's.
+foreach(fx qwen2_moe deepseek_v3)
+  add_test(NAME plans-${fx}-overlap COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} tensor=2 data=2,expert=2 tensor=2,expert=2 data=4,expert=4
+           data=2,tensor=2,expert=4 data=2,pipeline=2,expert=2)
+  set_tests_properties(plans-${fx}-overlap PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE
+                       ENVIRONMENT MR_ALLREDUCE_OVERLAP=1)
+endforeach()
+
 # Shard reads measured by the loader under mpirun.
 add_executable(test-shard-bytes ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test-shard-bytes.c ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
 mr_target_defaults(test-shard-bytes)
