@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/bench-common.h"
+#include "bench/bench-mpi.h"
 #include "kernels/backend.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
@@ -94,30 +94,7 @@ static mr_status run_once(run_ctx *r, int mode) {
     return MR_OK;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void median_times(run_ctx *r, int iters, double out[4]) {
-    double *t = malloc((size_t)iters * 4 * sizeof *t);
-    for (int i = -1; i < iters; i++) /* i = -1: warm-up */
-        for (int m = 0; m < 4; m++) {
-            MPI_Barrier(MPI_COMM_WORLD);
-            double t0 = now_s();
-            if (run_once(r, m) != MR_OK) {
-                fprintf(stderr, "bench-moe-overlap: %s\n", mr_last_error());
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
-            if (i >= 0) t[m * iters + i] = now_s() - t0;
-        }
-    for (int m = 0; m < 4; m++) {
-        qsort(t + m * iters, (size_t)iters, sizeof *t, cmp_d);
-        double med = t[m * iters + iters / 2];
-        MPI_Allreduce(&med, &out[m], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    }
-    free(t);
-}
+static mr_status run_mode(void *ctx, int mode) { return run_once(ctx, mode); }
 
 int main(int argc, char **argv) {
     mr_comm *world;
@@ -127,35 +104,15 @@ int main(int argc, char **argv) {
     }
     int G = world->size, me = world->rank;
     int tokens[16] = {64, 256}, n_tokens = 2, iters = 7, threads = 1, use[N_SHAPES] = {1, 1, 1};
-    const char *json = NULL, *label = "";
+    const char *json = NULL, *label = "", *names[N_SHAPES];
+    for (int k = 0; k < N_SHAPES; k++) names[k] = SHAPES[k].name;
     static const struct option lo[] = {{"shapes", 1, 0, 's'}, {"tokens", 1, 0, 't'}, {"iters", 1, 0, 'i'},
                                        {"threads", 1, 0, 'p'}, {"json", 1, 0, 'j'},   {"label", 1, 0, 'l'},
                                        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     for (int ch; (ch = getopt_long(argc, argv, "h", lo, NULL)) != -1;) {
         switch (ch) {
-        case 's': {
-            memset(use, 0, sizeof use);
-            char *dup = strdup(optarg), *save = NULL;
-            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                int k = 0;
-                while (k < N_SHAPES && strcmp(t, SHAPES[k].name)) k++;
-                if (k == N_SHAPES) {
-                    if (me == 0) fprintf(stderr, "bench-moe-overlap: unknown shape '%s'\n", t);
-                    MPI_Abort(MPI_COMM_WORLD, 2);
-                }
-                use[k] = 1;
-            }
-            free(dup);
-            break;
-        }
-        case 't': {
-            n_tokens = 0;
-            char *dup = strdup(optarg), *save = NULL;
-            for (char *t = strtok_r(dup, ",", &save); t && n_tokens < 16; t = strtok_r(NULL, ",", &save))
-                tokens[n_tokens++] = atoi(t);
-            free(dup);
-            break;
-        }
+        case 's': bench_pick(optarg, names, N_SHAPES, use, "bench-moe-overlap"); break;
+        case 't': n_tokens = bench_parse_ints(optarg, tokens, 16); break;
         case 'i': iters = atoi(optarg); break;
         case 'p': threads = atoi(optarg); break;
         case 'j': json = optarg; break;
@@ -206,7 +163,7 @@ int main(int argc, char **argv) {
             run_ctx r = {&be, world, prog, {world, send, recv, cnt, cnt + 2 * G, cnt + G, cnt + 3 * G, (size_t)H * 4},
                          x, gu, down, gu_out, act, y, T, H, I};
             double tm[4];
-            median_times(&r, iters, tm);
+            bench_medians(4, iters, run_mode, &r, tm, "bench-moe-overlap");
             double ideal = tm[0] > tm[1] ? tm[0] : tm[1];
             if (me == 0) {
                 printf("%-12s %6d %5d %5d %2d %11.2f %9.2f %11.2f %11.2f %9.2f %9.3f %9.3f\n", SHAPES[s].name, T, H, I, K,

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/bench-common.h"
+#include "bench/bench-mpi.h"
 #include "kernels/backend.h"
 #include "runtime/allreduce.h"
 #include "runtime/comm.h"
@@ -47,17 +47,13 @@ static const shape SHAPES[] = {
 };
 #define N_SHAPES (int)(sizeof SHAPES / sizeof SHAPES[0])
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct run_ctx {
     mr_backend *be;
     mr_allreduce *ar;
     float *y, *x, *w;
     int T, N, K, rows; /* rows: the overlapped path's chunk (T if it does not pipeline) */
     int mode;          /* 0 compute, 1 comm, 2 sequential, 3 overlapped */
+    mr_allreduce *seq, *ovl;
 } run_ctx;
 
 static mr_status run_once(run_ctx *c) {
@@ -75,37 +71,12 @@ static mr_status run_once(run_ctx *c) {
     return MR_OK;
 }
 
-/* Medians of the four modes, measured round-robin (compute, comm,
- * sequential, overlapped, compute, ...) so that a slow spell of the machine
- * hits them all alike; the maximum over ranks of each. */
-static void median_times(run_ctx *c, mr_allreduce *seq, mr_allreduce *ovl, int iters, double out[4]) {
-    double *t = malloc((size_t)iters * 4 * sizeof *t);
-    for (int i = -1; i < iters; i++) /* i = -1: warm-up */
-        for (int m = 0; m < 4; m++) {
-            c->mode = m;
-            c->ar = m == 3 ? ovl : seq;
-            MPI_Barrier(MPI_COMM_WORLD);
-            double t0 = now_s();
-            if (run_once(c) != MR_OK) {
-                fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
-            if (i >= 0) t[m * iters + i] = now_s() - t0;
-        }
-    for (int m = 0; m < 4; m++) {
-        qsort(t + m * iters, (size_t)iters, sizeof *t, cmp_d);
-        double med = t[m * iters + iters / 2];
-        MPI_Allreduce(&med, &out[m], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    }
-    free(t);
-}
-
-static int parse_ints(const char *s, int *out, int max) {
-    int n = 0;
-    char *dup = strdup(s), *save = NULL;
-    for (char *t = strtok_r(dup, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) out[n++] = atoi(t);
-    free(dup);
-    return n;
+/* compute, comm, sequential: the engine without overlap; overlapped: with */
+static mr_status run_mode(void *ctx, int mode) {
+    run_ctx *c = ctx;
+    c->mode = mode;
+    c->ar = mode == 3 ? c->ovl : c->seq;
+    return run_once(c);
 }
 
 int main(int argc, char **argv) {
@@ -117,7 +88,8 @@ int main(int argc, char **argv) {
     int P = world->size, me = world->rank;
     int tokens[16] = {256, 1024}, n_tokens = 2, iters = 7, threads = 1;
     int use[N_SHAPES] = {1, 1, 1, 1};
-    const char *json = NULL, *label = "";
+    const char *json = NULL, *label = "", *names[N_SHAPES];
+    for (int k = 0; k < N_SHAPES; k++) names[k] = SHAPES[k].name;
     mr_allreduce_opts o;
     mr_allreduce_opts_default(&o);
     static const struct option lo[] = {{"shapes", 1, 0, 's'},      {"tokens", 1, 0, 't'},    {"iters", 1, 0, 'i'},
@@ -127,22 +99,8 @@ int main(int argc, char **argv) {
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
-        case 's': {
-            memset(use, 0, sizeof use);
-            char *dup = strdup(optarg), *save = NULL;
-            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                int k = 0;
-                while (k < N_SHAPES && strcmp(t, SHAPES[k].name)) k++;
-                if (k == N_SHAPES) {
-                    if (me == 0) fprintf(stderr, "bench-overlap: unknown shape '%s'\n", t);
-                    MPI_Abort(MPI_COMM_WORLD, 2);
-                }
-                use[k] = 1;
-            }
-            free(dup);
-            break;
-        }
-        case 't': n_tokens = parse_ints(optarg, tokens, 16); break;
+        case 's': bench_pick(optarg, names, N_SHAPES, use, "bench-overlap"); break;
+        case 't': n_tokens = bench_parse_ints(optarg, tokens, 16); break;
         case 'i': iters = atoi(optarg); break;
         case 'c':
             setenv("MR_ALLREDUCE_COMPRESSION", optarg, 1);
@@ -200,9 +158,9 @@ int main(int argc, char **argv) {
             ar_fill(x, (size_t)T * K, AR_NORMAL, 32, 11 + (uint64_t)me);
             ar_fill(w, (size_t)N * K, AR_NORMAL, 32, 97 + (uint64_t)me);
             int rows = mr_allreduce_overlap_rows(ovl, T, N);
-            run_ctx c = {&be, seq, y, x, w, T, N, K, rows ? rows : T, 0};
+            run_ctx c = {&be, seq, y, x, w, T, N, K, rows ? rows : T, 0, seq, ovl};
             double tm[4];
-            median_times(&c, seq, ovl, iters, tm);
+            bench_medians(4, iters, run_mode, &c, tm, "bench-overlap");
             double t_comp = tm[0], t_comm = tm[1], t_seq = tm[2], t_ovl = tm[3];
             double ideal = t_comp > t_comm ? t_comp : t_comm;
             if (me == 0) {

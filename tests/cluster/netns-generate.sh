@@ -20,15 +20,7 @@ fail_early() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
 
 # The 12 requests of tests/mpi/plan-matrix.sh: lengths 3..25, every third
 # one sampled (temperature 0.8, top_p 0.9) with its own seed.
-requests() {
-  awk 'BEGIN {
-    for (i = 0; i < 12; i++) {
-      n = 3 + (i * 7) % 23; s = "";
-      for (j = 0; j < n; j++) s = s (j ? "," : "") (3 + (i * 131 + j * 17) % 500);
-      extra = (i % 3 == 2) ? ", \"temperature\": 0.8, \"top_p\": 0.9, \"seed\": " i : "";
-      printf "{\"id\": \"r%d\", \"tokens\": [%s], \"max_tokens\": %d%s}\n", i, s, 6 + i % 5, extra;
-    } }'
-}
+requests() { "$here/../mpi/plan-requests.sh"; }
 
 config_int() { sed -n "s/.*\"$2\": *\\([0-9]*\\).*/\\1/p" "$1/config.json" | head -1; }
 

@@ -13,13 +13,7 @@ tmp=$(mktemp -d /tmp/mr-plans-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 # 12 requests of different lengths: greedy, and sampled with their own seeds.
-awk 'BEGIN {
-  for (i = 0; i < 12; i++) {
-    n = 3 + (i * 7) % 23; s = "";
-    for (j = 0; j < n; j++) s = s (j ? "," : "") (3 + (i * 131 + j * 17) % 500);
-    extra = (i % 3 == 2) ? ", \"temperature\": 0.8, \"top_p\": 0.9, \"seed\": " i : "";
-    printf "{\"id\": \"r%d\", \"tokens\": [%s], \"max_tokens\": %d%s}\n", i, s, 6 + i % 5, extra;
-  } }' > "$tmp/in.jsonl"
+"$(dirname "${BASH_SOURCE[0]}")/plan-requests.sh" > "$tmp/in.jsonl"
 
 common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --quiet --overwrite)
 mkdir -p "$tmp/l1"
