@@ -25,6 +25,10 @@ make_input() {
     } }' > "$1"
 }
 
+# The same prompts, each asking for 150 new tokens (long enough to be
+# running when a signal comes).
+make_long_input() { sed 's/"max_tokens": [0-9]*/"max_tokens": 150/' "$tmp/in.jsonl" > "$1"; }
+
 common=(--model "$fixture" --ignore-eos --threads 1 --max-batch 2 --quiet --progress-interval 0)
 
 # A run in the background: plain with data = 1, else under mpirun.
@@ -34,7 +38,8 @@ start_run() {
   if [ "$data" = 1 ]; then
     "$moerun" generate "${common[@]}" --input "$tmp/in.jsonl" --output "$out" "$@" > "$tmp/log" 2>&1 &
   else
-    mpirun -np "$data" --bind-to none -x MR_TEST_TICK_US "$moerun" generate "${common[@]}" --input "$tmp/in.jsonl" \
+    local pass_env=(); [ -n "${MR_TEST_TICK_US:-}" ] && pass_env=(-x MR_TEST_TICK_US)
+    mpirun -np "$data" --bind-to none "${pass_env[@]}" "$moerun" generate "${common[@]}" --input "$tmp/in.jsonl" \
       --output "$out" --data "$data" "$@" > "$tmp/log" 2>&1 &
   fi
   job=$!

@@ -29,7 +29,7 @@ case_() {
     *) pids=$(ranks_of | sort -n | sed -n "$((target + 1))p") ;;
   esac
   local t0; t0=$(now)
-  for s in $sig; do kill -"$s" $pids; sleep 0.05; done
+  for s in $sig; do kill -"$s" $pids; sleep 0.01; done
   wait "$job"; local rc=$?
   local took; took=$(elapsed "$t0")
   local lines; lines=$(wc -l < "$out")
@@ -50,6 +50,11 @@ case_ "SIGTERM, one rank" 1 TERM all
 case_ "SIGUSR1 to mpirun, data 2" 2 USR1 mpirun
 case_ "SIGTERM to tensor rank 1 of 2" 2 TERM 1 --tensor 2 --data 1
 case_ "SIGTERM to pipeline stage 1 of 2" 2 TERM 1 --pipeline 2 --data 1
+# long requests: still running when the second signal comes 10 ms later
+make_long_input "$tmp/long.jsonl"; cp "$tmp/in.jsonl" "$tmp/short.jsonl"; cp "$tmp/long.jsonl" "$tmp/in.jsonl"
+env -u MR_TEST_TICK_US "$moerun" generate "${common[@]}" --input "$tmp/in.jsonl" --output "$tmp/ref.jsonl" --overwrite \
+  > "$tmp/log" 2>&1 ||
+  bad "reference of the long requests"
 case_ "two SIGTERMs with --stop-grace 600" 2 "TERM TERM" all --stop-grace 600
 [ "$(grep -c 'stopping now; running requests are abandoned' "$tmp/log")" = 2 ] &&
   ok "the second SIGTERM abandoned the running requests on both ranks" || bad "no stop-now after the second SIGTERM"
