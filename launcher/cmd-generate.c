@@ -1,6 +1,9 @@
 /* moerun generate: read requests, run them with continuous batching over the
- * ranks the plan lays out, write one result line per input line in input
- * order (world rank 0 writes; the other replicas send their lines to it).
+ * ranks the plan lays out, write one result line per input line (world
+ * rank 0 appends each line as its request ends, the other replicas send
+ * theirs to it; a finished job's output is in input order).  The output is
+ * resumable (runtime/output.h) and the job stops cleanly on SIGTERM or
+ * SIGUSR1 (generate-job.h).
  *
  * Order of work, so that bad input costs nothing: options and plan ->
  * model config -> plan check against model and world -> input file ->
@@ -16,24 +19,25 @@
 #include <unistd.h>
 
 #include "launcher/commands.h"
+#include "launcher/generate-job.h"
 #include "runtime/allreduce.h"
 #include "runtime/comm.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
+#include "runtime/output.h"
 #include "runtime/plan.h"
 #include "runtime/requests.h"
+#include "runtime/sha256.h"
 #include "runtime/tokenizer-model.h"
 #include "topology/topology.h"
-
-enum { TAG_RESULT = 201 };
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: [mpirun -np N] moerun generate [--plan PLAN.yaml] --model PATH --input IN.jsonl --output OUT.jsonl\n"
             "                      [options]\n"
             "\n"
-            "Runs every request of IN.jsonl and writes one JSON line per input line to OUT.jsonl,\n"
-            "in input order.  Input lines, either\n"
+            "Runs every request of IN.jsonl and writes one JSON line per input line to OUT.jsonl.\n"
+            "Input lines, either\n"
             "  {\"id\": ..., \"prompt\": \"text\" | \"tokens\": [ids], \"max_tokens\": N, \"temperature\": T,\n"
             "   \"top_p\": P, \"top_k\": K, \"seed\": S, \"stop\": \"s\" | [\"s\", ...], \"stop_token_ids\": [...],\n"
             "   \"ignore_eos\": bool}\n"
@@ -75,14 +79,37 @@ static void usage(FILE *f) {
             "  --top-k K              (default 0 = off)\n"
             "  --seed S               sampling seed (default 0)\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
-            "output:\n"
-            "  --output PATH          results (required); refused if it exists, unless --overwrite\n"
-            "  --overwrite            replace an existing output file\n"
+            "output (resumable):\n"
+            "  --output PATH          results (required).  Lines are appended as requests end, each\n"
+            "                         whole; when every request is answered the file is rewritten in\n"
+            "                         input order.  Beside it: PATH.manifest.json (input SHA-256, model\n"
+            "                         fingerprint, generation settings, state) and PATH.journal (one\n"
+            "                         record per line).  If PATH exists with a manifest, the job\n"
+            "                         RESUMES: answered requests are skipped, a partial last line is cut,\n"
+            "                         and it is refused (exit 2, naming each difference) when the input,\n"
+            "                         model, tokenizer or a generation setting changed.  The plan's\n"
+            "                         parallel sizes, batch and budget may change.  A PATH without a\n"
+            "                         manifest is refused unless --overwrite.\n"
+            "  --resume               insist on resuming: exit 2 if PATH has no manifest\n"
+            "  --overwrite            start over: replace PATH and its manifest\n"
+            "  --fsync-interval S     fsync the output every S seconds (default 10; 0 = every line)\n"
+            "  --progress-interval S  progress line every S seconds when stderr is not a terminal\n"
+            "                         (default 10, 0 = none; on a terminal it refreshes in place)\n"
+            "  --stop-grace S         after SIGTERM/SIGUSR1, running requests may finish for S seconds\n"
+            "                         (default 5); then they are abandoned (answered on resume)\n"
             "  --quiet                no progress or summary on stderr\n"
             "  -h, --help             this text\n"
             "\n"
-            "Exit status: 0 when the job ran and at least one line was answered (other lines may\n"
-            "hold error records); 2 bad plan, options, model or tokenizer, or when every line got an\n"
+            "Signals: SIGTERM, SIGUSR1 or SIGINT to any rank stops the whole job: no new requests,\n"
+            "running ones finish within --stop-grace (a second signal abandons them at once), lines\n"
+            "are flushed and the manifest says \"stopped\"; every rank exits 75 within about\n"
+            "stop-grace + one step.  Under Open MPI send SIGUSR1 to mpirun (it forwards it); a SIGTERM\n"
+            "to mpirun gives the ranks only odls_base_sigkill_timeout (1 s) before SIGKILL.\n"
+            "\n"
+            "Exit status: 0 when every request is answered and at least one line was answered\n"
+            "without error (other lines may hold error records; also when there was nothing left to\n"
+            "do); 75 (EX_TEMPFAIL) stopped by a signal with requests left: run the same command again\n"
+            "to resume; 2 bad plan, options, model, tokenizer, a resume refused, or every line got an\n"
             "error record (the output is still written); 1 internal failure.  Every rank exits\n"
             "non-zero when one fails.\n");
 }
@@ -90,7 +117,8 @@ static void usage(FILE *f) {
 enum {
     OPT_PLAN = 256, OPT_SET, OPT_DATA, OPT_TENSOR, OPT_PIPELINE, OPT_EXPERT, OPT_MICRO, OPT_MODEL, OPT_INPUT,
     OPT_OUTPUT, OPT_SYNTH, OPT_WSEED, OPT_BATCH, OPT_BUDGET, OPT_CTX, OPT_THREADS, OPT_MAXTOK, OPT_TEMP, OPT_TOPP,
-    OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET, OPT_TOKENIZER,
+    OPT_TOPK, OPT_SEED, OPT_IGNORE_EOS, OPT_OVERWRITE, OPT_QUIET, OPT_TOKENIZER, OPT_RESUME, OPT_FSYNC,
+    OPT_PROGRESS, OPT_GRACE,
 };
 
 /* Options that are plan keys, by option id. */
@@ -113,21 +141,21 @@ static const char *plan_key_of(int opt) {
     case OPT_TOPP: return "generation.top_p";
     case OPT_TOPK: return "generation.top_k";
     case OPT_SEED: return "generation.seed";
+    case OPT_FSYNC: return "runtime.fsync_interval";
+    case OPT_PROGRESS: return "runtime.progress_interval";
+    case OPT_GRACE: return "runtime.stop_grace";
     default: return NULL;
     }
 }
 
 typedef struct job {
-    mr_comm *world, *tp, *pipe, *ep, *lock;
+    mr_comm *world, *tp, *pipe, *ep, *lock, *sched;
     mr_comm *mpi_world; /* MPI's numbering, when world is renumbered for the topology */
     mr_plan plan;
     mr_rank_coords me;
     int reporter; /* stage 0, tensor 0: this rank reports its replica's results */
-    mr_output *out;
-    char **lines; /* results of this replica, for rank 0 (reporter != rank 0) */
-    int *line_idx, n_lines;
-    int done, total;
-    int answered;          /* results without an error record (reporters) */
+    mr_output *out;  /* rank 0 */
+    mr_gen *gen;     /* stop signals, lines to rank 0, progress */
     mr_format_info info;
 } job;
 
@@ -197,55 +225,171 @@ static mr_status place_ranks(job *j, mr_topo_job *topo, int quiet, const char *e
     return MR_OK;
 }
 
-static mr_status on_done(void *user, mr_request *r) {
-    job *j = user;
-    j->done++;
-    if (!j->reporter) return MR_OK;
-    if (r->finish == MR_FINISH_ERROR) MR_WARN("%s:%d: %s", j->info.input, r->line, r->error ? r->error : "error");
-    else j->answered++;
-    if (j->world->rank == 0) return mr_output_put(j->out, r);
-    char *s = mr_request_format(r, &j->info);
-    if (!s) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
-    j->lines[j->n_lines] = s;
-    j->line_idx[j->n_lines++] = r->index;
+/* What a resume must match (input, model, tokenizer, settings that change
+ * answers) and what it may change (paths, plan sizes, batching). */
+static mr_status build_manifest(mr_manifest *m, const job *j, int n_all, const char *tok_path, int ignore_eos,
+                                int synthetic, long wseed) {
+    const mr_plan *p = &j->plan;
+    char v[128], hex[65];
+    MR_CHECK(mr_sha256_file(p->input, hex));
+    MR_CHECK(mr_manifest_set(m, "input.sha256", hex, 1));
+    snprintf(v, sizeof v, "%d", n_all);
+    MR_CHECK(mr_manifest_set(m, "input.requests", v, 1));
+    MR_CHECK(mr_fingerprint_model(p->model, hex));
+    MR_CHECK(mr_manifest_set(m, "model.fingerprint", hex, 1));
+    if (synthetic) snprintf(v, sizeof v, "synthetic, seed %ld", wseed);
+    else snprintf(v, sizeof v, "checkpoint");
+    MR_CHECK(mr_manifest_set(m, "model.weights", v, 1));
+    if (tok_path) MR_CHECK(mr_sha256_file(tok_path, hex));
+    else snprintf(hex, sizeof hex, "(the model's)");
+    MR_CHECK(mr_manifest_set(m, "tokenizer.sha256", hex, 1));
+    const struct { const char *key; int x; } ints[] = {
+        {"generation.max_tokens", p->generation.max_tokens},
+        {"generation.top_k", p->generation.top_k},
+        {"generation.max_context", p->generation.max_context},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        snprintf(v, sizeof v, "%d", ints[i].x);
+        MR_CHECK(mr_manifest_set(m, ints[i].key, v, 1));
+    }
+    const struct { const char *key; float x; } num[] = {
+        {"generation.temperature", p->generation.temperature},
+        {"generation.top_p", p->generation.top_p},
+    };
+    for (size_t i = 0; i < sizeof num / sizeof num[0]; i++) {
+        /* the shortest text that reads back as the same float: 0.7, not 0.699999988 */
+        for (int digits = 6; digits <= 9; digits++) {
+            snprintf(v, sizeof v, "%.*g", digits, (double)num[i].x);
+            if (strtof(v, NULL) == num[i].x) break;
+        }
+        MR_CHECK(mr_manifest_set(m, num[i].key, v, 1));
+    }
+    snprintf(v, sizeof v, "%llu", (unsigned long long)p->generation.seed);
+    MR_CHECK(mr_manifest_set(m, "generation.seed", v, 1));
+    MR_CHECK(mr_manifest_set(m, "generation.ignore_eos", ignore_eos ? "true" : "false", 1));
+    /* compressed tensor all-reduce changes logits */
+    MR_CHECK(mr_manifest_set(m, "comm.allreduce.compression", mr_compression_name(p->comm.allreduce.compression), 1));
+    if (p->comm.allreduce.compression != MR_COMPRESS_NONE) {
+        snprintf(v, sizeof v, "%d, tensor %d", p->comm.allreduce.block, p->parallel.tensor);
+        MR_CHECK(mr_manifest_set(m, "comm.allreduce.block", v, 1));
+    }
+    MR_CHECK(mr_manifest_set(m, "input.path", p->input, 0));
+    MR_CHECK(mr_manifest_set(m, "model.path", p->model, 0));
+    const struct { const char *key; int x; } info[] = {
+        {"parallel.data", p->parallel.data},          {"parallel.tensor", p->parallel.tensor},
+        {"parallel.pipeline", p->parallel.pipeline},  {"parallel.expert", p->parallel.expert},
+        {"generation.max_batch", p->generation.max_batch}, {"generation.token_budget", p->generation.token_budget},
+    };
+    for (size_t i = 0; i < sizeof info / sizeof info[0]; i++) {
+        snprintf(v, sizeof v, "%d", info[i].x);
+        MR_CHECK(mr_manifest_set(m, info[i].key, v, 0));
+    }
     return MR_OK;
 }
 
-/* Replicas' results to rank 0: [int32 index][line bytes]. */
-static mr_status gather_results(job *j, int n_total) {
+/* Rank 0 opens (or resumes) the output; every rank learns which requests
+ * are answered already and the job's time stamp, and drops those requests
+ * (*n keeps the rest, in input order). */
+static mr_status open_output(job *j, mr_request *all, int *n, int *n_done) {
     mr_comm *w = j->world;
-    if (w->rank != 0) {
-        for (int i = 0; i < j->n_lines; i++) {
-            size_t len = strlen(j->lines[i]);
-            char *msg = malloc(len + 4);
-            if (!msg) return mr_error(MR_ERR_NOMEM, "out of memory");
-            int32_t idx = j->line_idx[i];
-            memcpy(msg, &idx, 4);
-            memcpy(msg + 4, j->lines[i], len);
-            mr_status st = w->ops->send(w, msg, len + 4, 0, TAG_RESULT);
-            free(msg);
-            MR_CHECK(st);
-        }
-        return MR_OK;
+    long long hdr[2] = {0, 0}; /* created, answered before */
+    uint8_t *done = calloc((size_t)(*n ? *n : 1), 1);
+    if (!done) return mr_error(MR_ERR_NOMEM, "out of memory");
+    if (w->rank == 0) {
+        hdr[0] = mr_output_created(j->out);
+        hdr[1] = mr_output_n_done(j->out);
+        memcpy(done, mr_output_done(j->out), (size_t)*n);
     }
-    for (int got = j->done; got < n_total; got++) {
-        void *buf;
-        size_t bytes;
-        int peer, have;
-        MR_CHECK(w->ops->recv_any(w, TAG_RESULT, 1, &buf, &bytes, &peer, &have));
-        if (bytes < 5) {
-            free(buf);
-            return mr_error(MR_ERR_INTERNAL, "short result message from rank %d", peer);
+    mr_status st = w->ops->bcast(w, hdr, sizeof hdr, 0);
+    if (st == MR_OK && hdr[1] > 0) st = w->ops->bcast(w, done, (size_t)*n, 0);
+    if (st == MR_OK) {
+        int k = 0;
+        for (int i = 0; i < *n; i++) {
+            if (done[i]) mr_request_clear(&all[i]);
+            else all[k++] = all[i];
         }
-        int32_t idx;
-        memcpy(&idx, buf, 4);
-        char *line = strndup((char *)buf + 4, bytes - 4);
-        free(buf);
-        if (!line) return mr_error(MR_ERR_NOMEM, "out of memory");
-        mr_status st = mr_output_put_line(j->out, idx, line);
-        MR_CHECK(st);
+        *n_done = *n - k;
+        *n = k;
+        j->info.created = hdr[0];
+        if (j->out) mr_output_set_info(j->out, &j->info);
+    }
+    free(done);
+    return st;
+}
+
+/* Communicators of the stop protocol: the first-stage ranks scheduling
+ * one replica agree on stopping (with tensor > 1; lockstep replicas use
+ * their own group). */
+static mr_status make_control_groups(job *j) {
+    if (j->plan.parallel.tensor == 1) return MR_OK;
+    return mr_comm_mpi_split(j->world, j->me.pipe_i * j->plan.parallel.data + j->me.data_i, j->world->rank, &j->sched);
+}
+
+/* Stop signals, result lines to rank 0, progress (generate-job.h). */
+static mr_status start_job_control(job *j, int n_total, int quiet) {
+    mr_comm *w = j->world;
+    int *first = malloc(sizeof(int) * (size_t)w->size), n_first = 0;
+    if (!first) return mr_error(MR_ERR_NOMEM, "out of memory");
+    for (int r = 0; r < w->size; r++)
+        if (mr_plan_coords(&j->plan, r).pipe_i == 0) first[n_first++] = r;
+    mr_gen_options go = {.world = w, .reporter = j->reporter, .first_stage = j->me.pipe_i == 0,
+                         .first_ranks = first, .n_first = n_first, .n_replicas = j->plan.parallel.data,
+                         .out = j->out, .info = &j->info, .total = n_total,
+                         .stop_grace = j->plan.runtime.stop_grace,
+                         .progress_interval = j->plan.runtime.progress_interval, .quiet = quiet};
+    mr_status st = mr_gen_create(&j->gen, &go);
+    free(first); /* mr_gen_create keeps what it needs */
+    return st;
+}
+
+static double comm_seconds(const job *j) {
+    const mr_comm *c[] = {j->world, j->tp, j->pipe, j->ep, j->lock, j->sched};
+    double s = 0;
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) s += c[i] ? c[i]->busy_s : 0;
+    return s;
+}
+
+/* Rank 0 closes the output (in input order once complete); every rank
+ * learns how the job ended and takes the same exit status.  Collective. */
+static mr_status close_output(job *j, int n_total, int n_before, int stopped, int *exit_code) {
+    mr_comm *w = j->world;
+    int v[4] = {0, 0, stopped || mr_gen_signals() > 0, 0}; /* incomplete, answered any, stopped, failed */
+    int lines = 0;
+    if (w->rank == 0) {
+        int complete = 0;
+        lines = mr_output_n_done(j->out);
+        v[1] = mr_output_answered(j->out) > 0;
+        if (mr_output_close(j->out, &complete) != MR_OK) {
+            MR_ERRORF("%s", mr_last_error());
+            v[3] = 1;
+        }
+        j->out = NULL;
+        v[0] = !complete;
+    }
+    MR_CHECK(w->ops->allreduce_max_i32(w, v, 4));
+    *exit_code = 0;
+    if (v[3]) {
+        *exit_code = 1;
+    } else if (v[0]) {
+        *exit_code = v[2] ? MR_EXIT_STOPPED : 1;
+        if (w->rank == 0 && v[2])
+            MR_WARN("stopped with %d of %d requests answered in %s; run the same command again to resume (exit "
+                    "status %d)", lines, n_total, j->plan.output, MR_EXIT_STOPPED);
+        else if (w->rank == 0)
+            MR_ERRORF("internal: %d of %d requests left unanswered", n_total - lines, n_total);
+    } else if (n_total > 0 && !v[1]) {
+        *exit_code = 2;
+        if (w->rank == 0) MR_ERRORF("every line of %s got an error record (see %s)", j->plan.input, j->plan.output);
+    } else if (w->rank == 0 && n_total > 0 && n_before == n_total) {
+        MR_INFO("%s: all %d requests were answered before; nothing to do", j->plan.output, n_total);
     }
     return MR_OK;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Deal requests to replicas, largest expected work first, each to the
@@ -303,13 +447,16 @@ static mr_status make_groups(job *j) {
     return MR_OK;
 }
 
-static void report_experts(job *j, mr_model *m) {
+/* Collective; the imbalance (max/mean routed tokens per expert) on rank 0,
+ * 0 for a dense model. */
+static double report_experts(job *j, mr_model *m, int quiet) {
     const mr_model_config *c = mr_model_get_config(m);
-    if (!c->n_experts) return;
+    if (!c->n_experts) return 0;
     int n_local, first;
     const uint64_t *cnt = mr_model_expert_tokens(m, &n_local, &first);
     float *all = calloc((size_t)c->n_experts, sizeof(float));
-    if (!all) return;
+    double imbalance = 0;
+    if (!all) return 0;
     for (int e = 0; e < n_local; e++) all[first + e] = (float)cnt[e];
     /* ep == 1: every tensor rank of a replica routes the same tokens */
     float scale = j->plan.parallel.expert > 1 ? 1.0f : 1.0f / (float)j->plan.parallel.tensor;
@@ -325,10 +472,11 @@ static void report_experts(job *j, mr_model *m) {
             if (off < (int)sizeof buf - 32) off += snprintf(buf + off, sizeof buf - (size_t)off, " %.0f", all[e]);
         }
         double mean = sum / c->n_experts;
-        MR_INFO("routed tokens per expert (all MoE layers):%s; imbalance max/mean %.2f", buf,
-                mean > 0 ? mx / mean : 0.0);
+        imbalance = mean > 0 ? mx / mean : 0.0;
+        if (!quiet) MR_INFO("routed tokens per expert (all MoE layers):%s; imbalance max/mean %.2f", buf, imbalance);
     }
     free(all);
+    return imbalance;
 }
 
 int mr_cmd_generate(int argc, char **argv) {
@@ -342,12 +490,15 @@ int mr_cmd_generate(int argc, char **argv) {
         {"temperature", 1, 0, OPT_TEMP},    {"top-p", 1, 0, OPT_TOPP},       {"top-k", 1, 0, OPT_TOPK},
         {"seed", 1, 0, OPT_SEED},           {"ignore-eos", 0, 0, OPT_IGNORE_EOS},
         {"overwrite", 0, 0, OPT_OVERWRITE}, {"quiet", 0, 0, OPT_QUIET},      {"help", 0, 0, 'h'},
-        {"tokenizer", 1, 0, OPT_TOKENIZER},
+        {"tokenizer", 1, 0, OPT_TOKENIZER}, {"resume", 0, 0, OPT_RESUME},
+        {"fsync-interval", 1, 0, OPT_FSYNC}, {"progress-interval", 1, 0, OPT_PROGRESS},
+        {"stop-grace", 1, 0, OPT_GRACE},
         {0, 0, 0, 0},
     };
     const char *plan_path = NULL, *tok_path = NULL;
     plan_set sets[128];
-    int n_sets = 0, synthetic = 0, overwrite = 0, quiet = 0, ignore_eos = 0, c;
+    int n_sets = 0, synthetic = 0, overwrite = 0, resume = 0, quiet = 0, ignore_eos = 0, c;
+    double t_start = now_s();
     long wseed = 1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -372,6 +523,7 @@ int mr_cmd_generate(int argc, char **argv) {
         }
         case OPT_IGNORE_EOS: ignore_eos = 1; break;
         case OPT_OVERWRITE: overwrite = 1; break;
+        case OPT_RESUME: resume = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default:
@@ -400,11 +552,15 @@ int mr_cmd_generate(int argc, char **argv) {
     int n_all = 0, n_mine = 0;
     mr_model_config cfg;
     int have_cfg = 0;
+    mr_manifest *manifest = NULL;
+    mr_engine_stats stats = {0};
+    int n_total = 0, n_before = 0, exit_code = 0;
     mr_topo_job topo = {0};
     char early_nic[256] = "";
     export_nic_early(plan_path, sets, n_sets, early_nic, sizeof early_nic);
     MR_CHECK_GOTO(mr_comm_mpi_init(&argc, &argv, &j.world), st, fail);
     mr_log_set_rank(j.world->rank, j.world->size);
+    mr_gen_signals_install();
 
     /* ---- everything every rank checks alike ---- */
     mr_plan_init(&j.plan);
@@ -432,22 +588,28 @@ int mr_cmd_generate(int argc, char **argv) {
     MR_CHECK_GOTO(mr_tokenizer_load_for_model(&tok, j.plan.model, tok_path), st, fail);
     d.tok = tok;
     MR_CHECK_GOTO(mr_requests_read(j.plan.input, &d, &all, &n_all), st, fail);
-    /* One "created" time for every replica's lines. */
-    int created = (int)time(NULL);
-    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &created, 1), st, fail);
-    j.info = (mr_format_info){.input = j.plan.input, .model = j.plan.model, .created = created};
+    n_total = n_all;
+    j.info = (mr_format_info){.input = j.plan.input, .model = j.plan.model};
     if (j.world->rank == 0) {
-        st = mr_output_open(&j.out, j.plan.output, n_all, overwrite);
+        manifest = mr_manifest_create();
+        st = manifest ? build_manifest(manifest, &j, n_all, tok_path, ignore_eos, synthetic, wseed)
+                      : mr_error(MR_ERR_NOMEM, "out of memory");
+        mr_output_options oo = {.path = j.plan.output, .n_requests = n_all, .overwrite = overwrite,
+                                .require_resume = resume, .fsync_interval = j.plan.runtime.fsync_interval,
+                                .created = (long long)time(NULL), .manifest = manifest};
+        if (st == MR_OK) st = mr_output_open(&j.out, &oo);
         if (st != MR_OK) MR_ERRORF("%s", mr_last_error());
-        else mr_output_set_info(j.out, &j.info);
     }
-    int bad = st != MR_OK;
-    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &bad, 1), st, fail);
-    if (bad) { st = st != MR_OK ? st : MR_ERR_INPUT; goto quiet_fail; }
+    int early[2] = {st != MR_OK, mr_gen_signals() > 0}; /* refused; stopped before loading */
+    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, early, 2), st, fail);
+    if (early[0]) { st = st != MR_OK ? st : MR_ERR_INPUT; goto quiet_fail; }
+    MR_CHECK_GOTO(open_output(&j, all, &n_all, &n_before), st, fail);
+    if (n_all == 0 || early[1]) goto finish; /* nothing left: no weights to load */
 
     /* ---- from here a failure may be one rank's alone ---- */
     fatal_local = 1;
     MR_CHECK_GOTO(make_groups(&j), st, fail);
+    MR_CHECK_GOTO(make_control_groups(&j), st, fail);
     if (j.tp) {
         MR_CHECK_GOTO(mr_allreduce_create(j.tp, &aro, &tp_ar), st, fail);
         if (j.world->rank == 0 && !quiet) {
@@ -487,20 +649,17 @@ int mr_cmd_generate(int argc, char **argv) {
     }
     MR_CHECK_GOTO(mr_model_load(&m, model_path, &mo, &be), st, fail);
     if (!quiet && j.world->rank == 0)
-        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %s, %d requests, batch %d, budget %d, "
-                "%d threads per rank",
+        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %s, %d requests (%d answered before), "
+                "batch %d, budget %d, %d threads per rank",
                 j.plan.model, cfg.model_type, cfg.n_layers, cfg.hidden, mr_config_param_count(&cfg) / 1e6,
                 synthetic ? ", synthetic weights" : "", tok ? "tokenizer loaded" : "no tokenizer (token ids only)",
-                n_all, mo.max_slots, mo.max_step_tokens, be.threads);
+                n_total, n_before, mo.max_slots, mo.max_step_tokens, be.threads);
     if (j.me.pipe_i == 0) {
         MR_CHECK_GOTO(share_requests(all, n_all, j.plan.parallel.data, j.me.data_i, &mine, &n_mine), st, fail);
-        if (j.reporter && j.world->rank != 0) {
-            j.lines = calloc((size_t)(n_mine ? n_mine : 1), sizeof(char *));
-            j.line_idx = calloc((size_t)(n_mine ? n_mine : 1), sizeof(int));
-            if (!j.lines || !j.line_idx) { st = mr_error(MR_ERR_NOMEM, "out of memory"); goto fail; }
-        }
     }
-    mr_engine_dist dist = {.pipe = j.pipe, .micro_batches = mr_plan_micro_batches(&j.plan), .lockstep = j.lock};
+    MR_CHECK_GOTO(start_job_control(&j, n_total, quiet), st, fail);
+    mr_engine_dist dist = {.pipe = j.pipe, .micro_batches = mr_plan_micro_batches(&j.plan), .lockstep = j.lock,
+                           .sched = j.sched};
     /* MR_DUMP_LOGITS=DIR: each last-stage rank of tensor index 0 writes the
      * logits it sampled from (tests compare plans with them). */
     char dump[MR_PLAN_PATH_MAX + 32];
@@ -510,44 +669,14 @@ int mr_cmd_generate(int argc, char **argv) {
     if (dump_dir) snprintf(dump, sizeof dump, "%s/logits-r%d.bin", dump_dir, j.world->rank);
     mr_engine_options eo = {.max_batch = mo.max_slots, .token_budget = mo.max_step_tokens, .dist = &dist,
                             .dump_logits = dump_dir && j.me.tensor_i == 0 ? dump : NULL, .tok = tok,
-                            .teacher_tokens = teacher && *teacher ? teacher : NULL};
-    mr_engine_stats stats;
-    MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, on_done, &j, &stats), st, fail);
-    if (j.reporter) MR_CHECK_GOTO(gather_results(&j, n_all), st, fail);
-    report_experts(&j, m);
-    int answered = j.answered > 0;
-    MR_CHECK_GOTO(j.world->ops->allreduce_max_i32(j.world, &answered, 1), st, fail);
-    /* Job-wide throughput: every replica's generated tokens over the
-     * slowest replica's generation time (reporters' stats). */
-    double mine_stats[2] = {j.reporter ? (double)stats.generated_tokens : 0.0, j.reporter ? stats.seconds : 0.0};
-    double job_tokens = 0, job_s = 0;
-    double *all_stats = malloc((size_t)j.world->size * sizeof mine_stats);
-    if (!all_stats) MR_CHECK_GOTO(mr_error(MR_ERR_NOMEM, "out of memory"), st, fail);
-    st = j.world->ops->allgather(j.world, mine_stats, all_stats, sizeof mine_stats);
-    for (int r = 0; st == MR_OK && r < j.world->size; r++) {
-        job_tokens += all_stats[2 * r];
-        if (all_stats[2 * r + 1] > job_s) job_s = all_stats[2 * r + 1];
-    }
-    free(all_stats);
-    if (st != MR_OK) goto fail;
-    if (j.world->rank == 0) {
-        MR_CHECK_GOTO(mr_output_close(j.out), st, fail);
-        j.out = NULL;
-        if (!quiet && j.plan.parallel.data > 1)
-            MR_INFO("job: %.0f generated tokens over %d replicas in %.2f s (%.1f generated tokens/s)", job_tokens,
-                    j.plan.parallel.data, job_s, job_s > 0 ? job_tokens / job_s : 0.0);
-        if (!quiet)
-            MR_INFO("done: %d requests, replica 0: %llu prompt + %llu generated tokens in %.2f s (%.1f generated "
-                    "tokens/s, %llu steps)",
-                    n_all, (unsigned long long)stats.prompt_tokens, (unsigned long long)stats.generated_tokens,
-                    stats.seconds, stats.seconds > 0 ? (double)stats.generated_tokens / stats.seconds : 0.0,
-                    (unsigned long long)stats.steps);
-    }
-    st = MR_OK;
-    if (n_all > 0 && !answered) {
-        st = MR_ERR_INPUT;
-        if (j.world->rank == 0) MR_ERRORF("every line of %s got an error record (see %s)", j.plan.input, j.plan.output);
-    }
+                            .teacher_tokens = teacher && *teacher ? teacher : NULL,
+                            .tick = mr_gen_tick, .tick_user = j.gen};
+    MR_CHECK_GOTO(mr_engine_run(m, mine, n_mine, &eo, mr_gen_done, j.gen, &stats), st, fail);
+    MR_CHECK_GOTO(mr_gen_finish(j.gen), st, fail);
+    double imbalance = report_experts(&j, m, quiet);
+    MR_CHECK_GOTO(mr_gen_summary(j.gen, &stats, comm_seconds(&j), imbalance, now_s() - t_start), st, fail);
+finish:
+    MR_CHECK_GOTO(close_output(&j, n_total, n_before, stats.stop, &exit_code), st, fail);
     goto cleanup;
 fail:
     if (fatal_local || !j.world || j.world->rank == 0) MR_ERRORF("%s", mr_last_error());
@@ -555,14 +684,13 @@ fail:
     if (fatal_local && j.world && j.world->size > 1) mr_comm_mpi_abort(j.world, mr_status_exit_code(st));
 quiet_fail:
 cleanup:
-    mr_output_close(j.out);
+    mr_output_close(j.out, NULL);
+    mr_manifest_destroy(manifest);
+    mr_gen_destroy(j.gen);
     mr_model_free(m);
     mr_tokenizer_free(tok);
     mr_requests_free(all, n_all);
     mr_requests_free(mine, n_mine);
-    for (int i = 0; i < j.n_lines; i++) free(j.lines[i]);
-    free(j.lines);
-    free(j.line_idx);
     if (have_cfg) mr_config_free(&cfg);
     if (be.ops) mr_backend_cpu_free(&be);
     mr_allreduce_destroy(tp_ar);
@@ -570,9 +698,18 @@ cleanup:
     mr_comm_destroy(j.pipe);
     mr_comm_destroy(j.ep);
     mr_comm_destroy(j.lock);
+    mr_comm_destroy(j.sched);
+    int world_size = j.world ? j.world->size : 1;
     mr_comm_destroy(j.world);
     mr_comm_destroy(j.mpi_world);
     mr_topo_job_free(&topo);
     mr_comm_mpi_finalize();
-    return mr_status_exit_code(st);
+    if (st == MR_OK && exit_code != 0 && world_size > 1) {
+        /* mpirun starts killing the job at the first non-zero status; a
+         * rank still inside MPI_Finalize then waits for its kill sequence
+         * (seconds).  Every rank's work is done, so leave a moment. */
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return st == MR_OK ? exit_code : mr_status_exit_code(st);
 }

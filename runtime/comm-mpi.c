@@ -176,6 +176,31 @@ static mr_status m_barrier(mr_comm *c) {
     return MR_OK;
 }
 
+static mr_status m_isend(mr_comm *c, const void *buf, size_t bytes, int peer, int tag, void **req) {
+    if (bytes > INT_MAX) return mr_error(MR_ERR_INTERNAL, "isend of %zu bytes", bytes);
+    MPI_Request *r = malloc(sizeof *r);
+    if (!r) return mr_error(MR_ERR_NOMEM, "out of memory");
+    int rc = MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag, mc(c), r);
+    if (rc != MPI_SUCCESS) free(r);
+    MPI_CHECK(rc);
+    *req = r;
+    return MR_OK;
+}
+
+static mr_status m_test(mr_comm *c, void **req, int block, int *done) {
+    (void)c;
+    MPI_Request *r = *req;
+    *done = 1;
+    if (!r) return MR_OK;
+    if (block) MPI_CHECK(MPI_Wait(r, MPI_STATUS_IGNORE));
+    else MPI_CHECK(MPI_Test(r, done, MPI_STATUS_IGNORE));
+    if (*done) {
+        free(r);
+        *req = NULL;
+    }
+    return MR_OK;
+}
+
 static mr_status m_split(mr_comm *c, int color, int key, mr_comm **out) { return mr_comm_mpi_split(c, color, key, out); }
 static mr_status m_split_node(mr_comm *c, mr_comm **out) { return mr_comm_mpi_split_node(c, out); }
 
@@ -186,18 +211,81 @@ static void m_destroy(mr_comm *c) {
     free(c);
 }
 
+/* Every data-moving call adds its time to c->busy_s. */
+static double clk(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static mr_status timed(mr_comm *c, double t0, mr_status st) {
+    c->busy_s += clk() - t0;
+    return st;
+}
+static mr_status t_allreduce_sum(mr_comm *c, float *buf, size_t n) {
+    double t0 = clk();
+    return timed(c, t0, m_allreduce_sum(c, buf, n));
+}
+static mr_status t_allreduce_max(mr_comm *c, int *v, int n) {
+    double t0 = clk();
+    return timed(c, t0, m_allreduce_max(c, v, n));
+}
+static mr_status t_allgather(mr_comm *c, const void *send, void *recv, size_t bytes) {
+    double t0 = clk();
+    return timed(c, t0, m_allgather(c, send, recv, bytes));
+}
+static mr_status t_alltoallv(mr_comm *c, const void *send, const int *sc, const int *sd, void *recv, const int *rc,
+                             const int *rd, size_t elem) {
+    double t0 = clk();
+    return timed(c, t0, m_alltoallv(c, send, sc, sd, recv, rc, rd, elem));
+}
+static mr_status t_sendrecv(mr_comm *c, const void *sbuf, size_t sbytes, int dest, void *rbuf, size_t rbytes,
+                            int src, int tag) {
+    double t0 = clk();
+    return timed(c, t0, m_sendrecv(c, sbuf, sbytes, dest, rbuf, rbytes, src, tag));
+}
+static mr_status t_send(mr_comm *c, const void *buf, size_t bytes, int peer, int tag) {
+    double t0 = clk();
+    return timed(c, t0, m_send(c, buf, bytes, peer, tag));
+}
+static mr_status t_recv(mr_comm *c, void *buf, size_t bytes, int peer, int tag) {
+    double t0 = clk();
+    return timed(c, t0, m_recv(c, buf, bytes, peer, tag));
+}
+static mr_status t_recv_any(mr_comm *c, int tag, int block, void **buf, size_t *bytes, int *peer, int *got) {
+    double t0 = clk();
+    return timed(c, t0, m_recv_any(c, tag, block, buf, bytes, peer, got));
+}
+static mr_status t_bcast(mr_comm *c, void *buf, size_t bytes, int root) {
+    double t0 = clk();
+    return timed(c, t0, m_bcast(c, buf, bytes, root));
+}
+static mr_status t_barrier(mr_comm *c) {
+    double t0 = clk();
+    return timed(c, t0, m_barrier(c));
+}
+static mr_status t_isend(mr_comm *c, const void *buf, size_t bytes, int peer, int tag, void **req) {
+    double t0 = clk();
+    return timed(c, t0, m_isend(c, buf, bytes, peer, tag, req));
+}
+static mr_status t_test(mr_comm *c, void **req, int block, int *done) {
+    double t0 = clk();
+    return timed(c, t0, m_test(c, req, block, done));
+}
+
 static const mr_comm_ops mpi_ops = {
     .name = "mpi",
-    .allreduce_sum_f32 = m_allreduce_sum,
-    .allreduce_max_i32 = m_allreduce_max,
-    .allgather = m_allgather,
-    .alltoallv = m_alltoallv,
-    .sendrecv = m_sendrecv,
-    .send = m_send,
-    .recv = m_recv,
-    .recv_any = m_recv_any,
-    .bcast = m_bcast,
-    .barrier = m_barrier,
+    .allreduce_sum_f32 = t_allreduce_sum,
+    .allreduce_max_i32 = t_allreduce_max,
+    .allgather = t_allgather,
+    .alltoallv = t_alltoallv,
+    .sendrecv = t_sendrecv,
+    .send = t_send,
+    .recv = t_recv,
+    .recv_any = t_recv_any,
+    .bcast = t_bcast,
+    .barrier = t_barrier,
+    .isend = t_isend,
+    .test = t_test,
     .split = m_split,
     .split_node = m_split_node,
     .destroy = m_destroy,

@@ -34,6 +34,12 @@ typedef struct mr_comm_ops {
      * waiting (block=0) or once one arrives (block=1); *buf is malloc'ed. */
     mr_status (*recv_any)(mr_comm *c, int tag, int block, void **buf, size_t *bytes, int *peer, int *got);
     mr_status (*bcast)(mr_comm *c, void *buf, size_t bytes, int root);
+    /* Optional (NULL: use send).  Start a send of `bytes` (the buffer must
+     * stay untouched until it completes); *req is completed by test. */
+    mr_status (*isend)(mr_comm *c, const void *buf, size_t bytes, int peer, int tag, void **req);
+    /* Optional, with isend: *done = 1 once *req completed (then freed and
+     * set to NULL); block = 1 waits for it. */
+    mr_status (*test)(mr_comm *c, void **req, int block, int *done);
     mr_status (*barrier)(mr_comm *c);
     /* sub-groups: by color ordered by key, and the ranks sharing a node */
     mr_status (*split)(mr_comm *c, int color, int key, mr_comm **out);
@@ -56,6 +62,9 @@ struct mr_comm {
      * whole reduction (every rank alike: a blocking collective never matches
      * a nonblocking one); another thread may turn > 0 into -1 meanwhile. */
     _Atomic int wait_sleep_us;
+    /* Seconds spent inside this communicator's calls, waiting included
+     * (the job summary's communication time; one clock read per call). */
+    double busy_s;
     void *impl;
 };
 

@@ -80,7 +80,9 @@ typedef struct engine {
     const mr_model_config *c;
     int B, budget, ctx, V, G; /* slots, tokens per step, context, vocab, groups */
     int P, stage;
-    mr_comm *pipe, *lock;
+    mr_comm *pipe, *lock, *sched;
+    mr_engine_tick_fn tick;
+    void *tick_user;
     group *g;
     int32_t *tok, *slot, *pos, *rows, *sampled;
     row_sample *rs;
@@ -202,6 +204,9 @@ static mr_status engine_init(engine *e, mr_model *m, const mr_engine_options *op
     e->stage = d && d->pipe ? d->pipe->rank : 0;
     e->pipe = d ? d->pipe : NULL;
     e->lock = d ? d->lockstep : NULL;
+    e->sched = d && d->sched && d->sched->size > 1 ? d->sched : NULL;
+    e->tick = opt->tick;
+    e->tick_user = opt->tick_user;
     e->G = e->P > 1 && d->micro_batches > 1 ? d->micro_batches : 1;
     if (e->G > e->B) e->G = e->B;
     e->x = mr_model_activations(m);
@@ -384,6 +389,8 @@ static mr_status serve(engine *e) {
     for (;;) {
         batch_hdr h;
         MR_CHECK(recv_batch(e, &h));
+        int ignored = 0;
+        if (e->tick) MR_CHECK(e->tick(e->tick_user, &ignored));
         if (h.stop) return e->stage + 1 < e->P ? send_batch(e, &h) : MR_OK;
         MR_CHECK(forward(e, h.ntok, h.n_out));
         e->s.steps++;
@@ -407,6 +414,9 @@ mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_op
         goto out;
     }
     int next = 0, n_done = 0;
+    int level = MR_STOP_NONE; /* agreed with sched / lockstep peers */
+    int asked = MR_STOP_NONE; /* asked by this rank's hook */
+    mr_comm *agree = e.lock ? e.lock : e.tick ? e.sched : NULL;
     for (long tick = 0;; tick++) {
         group *g = &e.g[tick % e.G];
         if (g->in_flight) {
@@ -415,12 +425,26 @@ mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_op
                           st, out);
             MR_CHECK_GOTO(apply_tokens(&e, g, done, user, &n_done), st, out);
         }
+        if (e.tick) {
+            int want = MR_STOP_NONE;
+            MR_CHECK_GOTO(e.tick(e.tick_user, &want), st, out);
+            if (want > asked) asked = want;
+            if (!agree && asked > level) level = asked;
+        }
         int T = 0;
-        MR_CHECK_GOTO(pack(&e, g, reqs, n, &next, done, user, &n_done, &T), st, out);
-        int busy = n_done < n;
-        for (int k = 0; k < e.G; k++) busy |= e.g[k].in_flight;
-        if (e.lock) MR_CHECK_GOTO(e.lock->ops->allreduce_max_i32(e.lock, &busy, 1), st, out);
-        if (!busy) break;
+        if (level < MR_STOP_NOW) /* draining: no admission (n = next) */
+            MR_CHECK_GOTO(pack(&e, g, reqs, level == MR_STOP_NONE ? n : next, &next, done, user, &n_done, &T), st,
+                          out);
+        else
+            g->n_rows = 0;
+        int running = 0, in_flight = 0;
+        for (int k = 0; k < e.G; k++) running += e.g[k].n_run, in_flight |= e.g[k].in_flight;
+        int v[2] = {in_flight || (level < MR_STOP_NOW && running > 0) || (level == MR_STOP_NONE && next < n), asked};
+        /* the level agreed here applies from the next tick on, identically
+         * on every peer */
+        if (agree) MR_CHECK_GOTO(agree->ops->allreduce_max_i32(agree, v, 2), st, out);
+        if (agree && v[1] > level) level = v[1];
+        if (!v[0]) break;
         if (T == 0 && !e.lock) continue; /* nothing to run for this micro-batch now */
         MR_CHECK_GOTO(forward(&e, T, e.P == 1 ? g->n_rows : 0), st, out);
         e.s.steps++;
@@ -434,6 +458,8 @@ mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_op
             if (!g->in_flight) MR_CHECK_GOTO(apply_tokens(&e, g, done, user, &n_done), st, out);
         }
     }
+    e.s.stop = level;
+    e.s.abandoned = n - n_done;
     if (e.P > 1) {
         batch_hdr h = {.stop = 1};
         st = send_batch(&e, &h);

@@ -73,7 +73,26 @@ typedef struct mr_engine_dist {
     mr_comm *pipe;
     int micro_batches; /* in flight at once (>= 1) */
     mr_comm *lockstep;
+    /* The first-stage ranks that schedule these same requests (the tensor
+     * group of stage 0), NULL when alone.  With a tick hook they agree on
+     * the stop level once per tick (one small all-reduce; piggybacked on
+     * the lockstep one when there is lockstep). */
+    mr_comm *sched;
 } mr_engine_dist;
+
+/* How far a job being stopped (a signal) has got; levels only rise. */
+typedef enum mr_engine_stop {
+    MR_STOP_NONE = 0,
+    MR_STOP_DRAIN, /* admit no more requests, finish the running ones */
+    MR_STOP_NOW,   /* abandon the running ones too (done is not called for them) */
+    MR_STOP_COUNT
+} mr_engine_stop;
+
+/* Called on a first stage once per tick before the batch is packed, and on
+ * later stages once per batch received; a first stage's *stop (in: 0)
+ * is the level this rank asks for.  All ranks of `sched` / `lockstep`
+ * apply the highest level asked, at the same tick. */
+typedef mr_status (*mr_engine_tick_fn)(void *user, int *stop);
 
 typedef struct mr_engine_options {
     int max_batch;    /* sequences at once (<= model max_slots) */
@@ -84,18 +103,22 @@ typedef struct mr_engine_options {
                                  * listed there continues with that token instead of the one
                                  * sampled (teacher forcing: per-token agreement of two runs) */
     const mr_tokenizer *tok;    /* first stage: decode results into r->text, apply stop strings */
+    mr_engine_tick_fn tick;     /* optional */
+    void *tick_user;
 } mr_engine_options;
 
 typedef struct mr_engine_stats {
     uint64_t prompt_tokens, generated_tokens, steps;
     double seconds;
+    int stop;      /* the stop level reached (MR_STOP_NONE: ran to the end) */
+    int abandoned; /* requests left unanswered by the stop (admitted or not) */
 } mr_engine_stats;
 
 /* Called once per request when it ends (also for refused requests). */
 typedef mr_status (*mr_request_done_fn)(void *user, mr_request *r);
 
 /* Run every request to completion (on a first stage; later stages pass
- * n = 0 and serve until stage 0 says stop).  Requests that cannot run (empty
+ * n = 0 and serve until stage 0 says stop), or until a tick hook stops it.  Requests that cannot run (empty
  * prompt, token outside the vocabulary, longer than the context) end with
  * MR_FINISH_ERROR and a message; the others go on. */
 mr_status mr_engine_run(mr_model *m, mr_request *reqs, int n, const mr_engine_options *opt,

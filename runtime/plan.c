@@ -71,6 +71,9 @@ static const keydef keys[MR_PLAN_KEY_COUNT] = {
     [MR_PLAN_KEY_TOPO_GPU] = {"topology.gpu", T_ENUM, 0, 0, 0, 0, 0, gpu_names, MR_TOPO_GPU_POLICY_COUNT},
     [MR_PLAN_KEY_TOPO_EXPORT_NIC] = {"topology.export_nic", T_BOOL, 0, 0, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_THREADS] = {"runtime.threads", T_INT, 0, 4096, 0, 0, 0, NULL, 0},
+    [MR_PLAN_KEY_FSYNC_INTERVAL] = {"runtime.fsync_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
+    [MR_PLAN_KEY_PROGRESS_INTERVAL] = {"runtime.progress_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
+    [MR_PLAN_KEY_STOP_GRACE] = {"runtime.stop_grace", T_FLOAT, 0, 0, 0, 3600, 0, NULL, 0},
 };
 
 /* Mappings that hold keys (the top level is ""). */
@@ -108,6 +111,9 @@ static void *field(mr_plan *p, mr_plan_key k) {
     case MR_PLAN_KEY_TOPO_GPU: return &p->topology.gpu;
     case MR_PLAN_KEY_TOPO_EXPORT_NIC: return &p->topology.export_nic;
     case MR_PLAN_KEY_THREADS: return &p->runtime.threads;
+    case MR_PLAN_KEY_FSYNC_INTERVAL: return &p->runtime.fsync_interval;
+    case MR_PLAN_KEY_PROGRESS_INTERVAL: return &p->runtime.progress_interval;
+    case MR_PLAN_KEY_STOP_GRACE: return &p->runtime.stop_grace;
     default: return NULL;
     }
 }
@@ -141,6 +147,9 @@ void mr_plan_init(mr_plan *p) {
     p->generation.top_p = 1.0f;
     p->generation.max_batch = 32;
     p->generation.token_budget = 512;
+    p->runtime.fsync_interval = 10;
+    p->runtime.progress_interval = 10;
+    p->runtime.stop_grace = 5;
 }
 
 const char *mr_plan_where(const mr_plan *p, mr_plan_key k, char *buf, size_t n) {

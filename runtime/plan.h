@@ -94,6 +94,9 @@ typedef enum mr_plan_key {
     MR_PLAN_KEY_TOPO_GPU,
     MR_PLAN_KEY_TOPO_EXPORT_NIC,
     MR_PLAN_KEY_THREADS,
+    MR_PLAN_KEY_FSYNC_INTERVAL,
+    MR_PLAN_KEY_PROGRESS_INTERVAL,
+    MR_PLAN_KEY_STOP_GRACE,
     MR_PLAN_KEY_COUNT
 } mr_plan_key;
 
@@ -148,6 +151,9 @@ typedef struct mr_plan {
     } topology;
     struct {
         int threads; /* 0: the cores this process is bound to */
+        float fsync_interval;    /* seconds between fsyncs of the output (0: every line) */
+        float progress_interval; /* seconds between progress lines in a log (0: none) */
+        float stop_grace;        /* seconds a stopped job lets running requests finish */
     } runtime;
     mr_plan_mark marks[MR_PLAN_KEY_COUNT];
 } mr_plan;

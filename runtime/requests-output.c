@@ -1,5 +1,5 @@
-/* Result lines of the offline job (formats in requests.h) and the writer
- * that puts them in input order as requests finish out of order. */
+/* Result lines of the offline job (formats in requests.h); output.c
+ * writes them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <jansson.h>
@@ -114,73 +114,4 @@ char *mr_request_format(const mr_request *r, const mr_format_info *info) {
     line[n] = '\n';
     line[n + 1] = 0;
     return line;
-}
-
-struct mr_output {
-    FILE *f;
-    char *path;
-    char **pending; /* formatted lines waiting for earlier ones */
-    int n, next;
-    mr_format_info info;
-};
-
-mr_status mr_output_open(mr_output **out, const char *path, int n, int overwrite) {
-    struct stat sb;
-    if (!overwrite && stat(path, &sb) == 0 && sb.st_size > 0)
-        return mr_error(MR_ERR_INPUT, "output %s already exists and is not empty; pass --overwrite to replace it",
-                        path);
-    mr_output *o = calloc(1, sizeof *o);
-    if (!o) return mr_error(MR_ERR_NOMEM, "out of memory");
-    o->pending = calloc((size_t)(n ? n : 1), sizeof(char *));
-    o->path = strdup(path);
-    o->n = n;
-    o->f = fopen(path, "wb");
-    if (!o->f || !o->pending || !o->path) {
-        mr_status st = mr_error(MR_ERR_IO, "cannot open output %s: %s", path, strerror(errno));
-        if (o->f) fclose(o->f);
-        free(o->pending);
-        free(o->path);
-        free(o);
-        return st;
-    }
-    *out = o;
-    return MR_OK;
-}
-
-void mr_output_set_info(mr_output *o, const mr_format_info *info) { o->info = *info; }
-
-mr_status mr_output_put(mr_output *o, const mr_request *r) {
-    char *line = mr_request_format(r, &o->info);
-    if (!line) return mr_error(MR_ERR_NOMEM, "out of memory formatting a result");
-    return mr_output_put_line(o, r->index, line);
-}
-
-mr_status mr_output_put_line(mr_output *o, int index, char *line) {
-    if (index < 0 || index >= o->n || o->pending[index]) {
-        free(line);
-        return mr_error(MR_ERR_INTERNAL, "request %d finished twice", index);
-    }
-    o->pending[index] = line;
-    while (o->next < o->n && o->pending[o->next]) {
-        char *s = o->pending[o->next];
-        size_t len = strlen(s);
-        if (fwrite(s, 1, len, o->f) != len || fflush(o->f) != 0)
-            return mr_error(MR_ERR_IO, "writing %s: %s", o->path, strerror(errno));
-        free(s);
-        o->pending[o->next] = (char *)1; /* written */
-        o->next++;
-    }
-    return MR_OK;
-}
-
-mr_status mr_output_close(mr_output *o) {
-    if (!o) return MR_OK;
-    mr_status st = MR_OK;
-    if (fclose(o->f) != 0) st = mr_error(MR_ERR_IO, "closing %s: %s", o->path, strerror(errno));
-    for (int i = o->next; i < o->n; i++)
-        if (o->pending[i] && o->pending[i] != (char *)1) free(o->pending[i]);
-    free(o->pending);
-    free(o->path);
-    free(o);
-    return st;
 }

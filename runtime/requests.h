@@ -6,8 +6,8 @@
  *    "temperature": 0.8, "top_p": 0.9, "top_k": 40, "seed": 7,
  *    "stop": "\n" or ["\n", "."], "stop_token_ids": [2], "ignore_eos": false}
  *   {"id": "a2", "tokens": [1, 2, 3], ...}
- * Native output, one line per input line, in input order ("text" when a
- * tokenizer is loaded):
+ * Native output, one line per input line ("text" when a tokenizer is
+ * loaded; order: see output.h):
  *   {"id": "a1", "text": "...", "tokens": [...], "finish_reason": "stop"|"length",
  *    "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
  * or, for a line that could not be run:
@@ -62,15 +62,6 @@ void mr_requests_free(mr_request *reqs, int n);
  * info may be NULL. */
 char *mr_request_format(const mr_request *r, const mr_format_info *info);
 
-/* Writes result lines in input order as requests finish out of order;
- * each line is written whole and flushed. */
-typedef struct mr_output mr_output;
-mr_status mr_output_open(mr_output **out, const char *path, int n_requests, int overwrite);
-/* Strings of info are borrowed and must outlive o. */
-void mr_output_set_info(mr_output *o, const mr_format_info *info);
-mr_status mr_output_put(mr_output *o, const mr_request *r);
-/* The same for a line formatted elsewhere (another rank); takes `line`. */
-mr_status mr_output_put_line(mr_output *o, int index, char *line);
-mr_status mr_output_close(mr_output *o);
+/* The writer of result lines (resumable) is in output.h. */
 
 #endif

@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "runtime/engine.h"
+#include "runtime/output.h"
 #include "runtime/requests.h"
 
 #define NREQ 9
@@ -100,12 +102,17 @@ static void jsonl_errors(void) {
     CHECK(mr_requests_read(in, &d, &reqs, &n) == MR_OK, "read: %s", mr_last_error());
     CHECK(n == 6, "%d requests read, want 6", n);
     mr_output *o;
-    CHECK(mr_output_open(&o, outp, n, 0) == MR_OK, "open: %s", mr_last_error());
+    mr_output_options oo = {.path = outp, .n_requests = n, .fsync_interval = 10};
+    CHECK(mr_output_open(&o, &oo) == MR_OK, "open: %s", mr_last_error());
     mr_engine_options eo = {.max_batch = 4, .token_budget = 64};
     CHECK(mr_engine_run(model, reqs, n, &eo, collect, o, NULL) == MR_OK, "run: %s", mr_last_error());
-    CHECK(mr_output_close(o) == MR_OK, "close: %s", mr_last_error());
-    /* Writing again over a non-empty output is refused. */
-    CHECK(mr_output_open(&o, outp, n, 0) == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "already exists"),
+    int complete = 0;
+    CHECK(mr_output_close(o, &complete) == MR_OK && complete, "close: %s", mr_last_error());
+    /* Writing again over a non-empty output without its manifest is refused. */
+    char man[4200];
+    snprintf(man, sizeof man, "%s" MR_OUTPUT_MANIFEST_SUFFIX, outp);
+    CHECK(unlink(man) == 0, "no manifest %s", man);
+    CHECK(mr_output_open(&o, &oo) == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "already exists"),
           "existing output not protected: %s", mr_last_error());
 
     f = fopen(outp, "r");
