@@ -16,6 +16,17 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 
 # make_input FILE N MAX_TOKENS: N token-id requests of different lengths,
 # every third one sampled with its own seed.
+# Inside `slurm-local.sh with`: a scratch folder (kept with MR_TEST_KEEP=1)
+# as the working directory, removed on any exit; $t_start.
+inside_setup() {
+  tmp=$(mktemp -d /tmp/mr-slurm-XXXXXX)
+  trap '[[ ${MR_TEST_KEEP:-0} == 1 ]] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  cd "$tmp" || exit 1
+  t_start=$(now)
+}
+
 make_input() {
   awk -v n="$2" -v mt="$3" 'BEGIN {
     for (i = 0; i < n; i++) {

@@ -30,12 +30,7 @@ if [[ ${1:-} != --inside ]]; then
   exec "$slurm_local" with host "${BASH_SOURCE[0]}" --inside "$(readlink -f "$1")" "$(readlink -f "$2")"
 fi
 moerun=$2 fixture=$3
-tmp=$(mktemp -d /tmp/mr-slurm-XXXXXX)
-trap '[[ ${MR_TEST_KEEP:-0} == 1 ]] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-cd "$tmp" || exit 1
-t_start=$(now)
+inside_setup
 readonly STOP_LIMIT=10   # seconds from the signal to every rank gone and the job requeued
 
 make_input in.jsonl 160 100

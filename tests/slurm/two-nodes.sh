@@ -22,12 +22,7 @@ if [[ ${1:-} != --inside ]]; then
   exec "$slurm_local" with 2 "${BASH_SOURCE[0]}" --inside "$(readlink -f "$1")" "$(readlink -f "$2")"
 fi
 moerun=$2 fixture=$3
-tmp=$(mktemp -d /tmp/mr-slurm-XXXXXX)
-trap '[[ ${MR_TEST_KEEP:-0} == 1 ]] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-cd "$tmp" || exit 1
-t_start=$(now)
+inside_setup
 
 make_input in.jsonl 24 8
 make_plan tp.yaml 1 2 2    # 4 ranks: tensor 2 inside a node, pipeline 2 across the nodes
