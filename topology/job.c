@@ -1,7 +1,23 @@
 /* The topology steps a job takes at start, in one call.  See topology.h. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "topology/topology-internal.h"
+
+/* Cores of `node` with a PU in the CPU list (0 if it does not parse). */
+static int cores_in(const mr_topo_node *node, const char *list) {
+    hwloc_bitmap_t set = mr_topo_set_parse(list);
+    char *seen = calloc(MR_TOPO_MAX_PUS, 1);
+    int n = 0;
+    for (int pu = set && seen ? hwloc_bitmap_first(set) : -1; pu >= 0 && pu < MR_TOPO_MAX_PUS;
+         pu = hwloc_bitmap_next(set, pu)) {
+        int c = node->pu_core[pu];
+        if (c >= 0 && !seen[c]) seen[c] = 1, n++;
+    }
+    free(seen);
+    hwloc_bitmap_free(set);
+    return n;
+}
 
 mr_status mr_topo_job_setup(mr_comm *world, const mr_plan *plan, mr_topo_job *j) {
     memset(j, 0, sizeof *j);
@@ -25,9 +41,8 @@ mr_status mr_topo_job_setup(mr_comm *world, const mr_plan *plan, mr_topo_job *j)
     } else {
         /* the cores it may run on, shared with the node's other ranks
          * when nothing narrowed them */
-        mr_local_cpus lc = {0};
-        j->threads = mr_topo_local_cpus(&lc) == MR_OK ? lc.cores : 1;
-        if (lc.pus == node->pus && me->local_size > 1) j->threads /= me->local_size;
+        j->threads = cores_in(node, j->bound.cpus);
+        if (!strcmp(j->bound.cpus, node->cpus) && me->local_size > 1) j->threads /= me->local_size;
     }
     if (j->threads < 1) j->threads = 1;
     if (plan->topology.export_nic) mr_topo_export_nic(node, sl->nic, j->nic_env, sizeof j->nic_env);
