@@ -15,6 +15,8 @@
  * lines, where -DMR_NO_OPENBLAS marks a CPU backend linked against the naive
  * GEMM of tests/gpu/naive-cblas.c instead of OpenBLAS. */
 #include "harness.h"
+#define MR_TEST_RAND_SEED 0x2545f4914f6cdd1dull
+#include "test-rand.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda-backend.h"
 #include "runtime/compress.h"
@@ -33,18 +35,6 @@ static mr_backend G; /* under test: CUDA backend */
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static double urand(void) { /* [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
-static int irand(int n) { return (int)(urand() * n); }
-static void fill(float *p, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) p[i] = frand(lo, hi);
-}
 static void *xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) {

@@ -5,6 +5,8 @@
  * router) are checked as well, and ops whose result must not depend on the
  * thread count are run with 1 and 3 threads and compared bit for bit. */
 #include "harness.h"
+#define MR_TEST_RAND_SEED 0x9e3779b97f4a7c15ull
+#include "test-rand.h"
 #include "kernels/backend.h"
 
 #include <math.h>
@@ -18,17 +20,6 @@ static mr_backend B3; /* three threads (more than the build machine's cores) */
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) { /* [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
-static void fill(float *p, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) p[i] = frand(lo, hi);
-}
 static float *falloc(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 static double *dalloc(size_t n) { return malloc((n ? n : 1) * sizeof(double)); }
 
