@@ -3,6 +3,7 @@
 #ifndef MR_BENCH_MPI_H
 #define MR_BENCH_MPI_H
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,26 @@ static inline void bench_medians(int modes, int iters, mr_status (*run)(void *ct
         MPI_Allreduce(&med, &out[m], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
     free(t);
+}
+
+/* Pins the calling thread, and every thread it starts later, to the
+ * (rank mod n)-th CPU it may run on, as moerun's own binding gives each rank
+ * of a node its cores.  Benchmarks run their ranks on network-namespace
+ * "nodes" that share this machine's cores, where mpirun is told --bind-to
+ * none; unpinned, the ranks' GEMM and progress threads migrate and preempt
+ * each other's.  Returns the CPU, or -1 (left unpinned). */
+static inline int bench_pin_rank(int rank) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int n = CPU_COUNT(&set), k = rank % (n > 0 ? n : 1);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &set) || k--) continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        return sched_setaffinity(0, sizeof one, &one) == 0 ? cpu : -1;
+    }
+    return -1;
 }
 
 /* "64,256" -> out[], at most max; returns the count. */

@@ -4,7 +4,7 @@
  *
  *   mpirun -np P bench-overlap [--shapes NAME,...] [--tokens 256,1024] [--iters N]
  *          [--compression none|bf16|fp16|int8|int4] [--algorithm auto|ring|two_shot|hierarchical]
- *          [--chunk-kib K] [--threads T] [--json FILE] [--label TEXT]
+ *          [--chunk-kib K] [--threads T] [--no-pin] [--json FILE] [--label TEXT]
  *
  * Shapes (output N = hidden, input K = the shard of the row-parallel
  * weight, K_full / P):
@@ -20,7 +20,9 @@
  *               chunk i reduced on the progress thread during GEMM i+1
  *   ideal       max(compute, comm)
  * Each time is the maximum over ranks of the median of `iters` runs, the
- * four measured round-robin, with a barrier before each run. */
+ * four measured round-robin, with a barrier before each run.  Rank r is
+ * pinned to the (r mod n)-th of its allowed CPUs (bench_pin_rank), as
+ * moerun binds its ranks; --no-pin leaves the threads free. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <mpi.h>
@@ -86,7 +88,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     int P = world->size, me = world->rank;
-    int tokens[16] = {256, 1024}, n_tokens = 2, iters = 7, threads = 1;
+    int tokens[16] = {256, 1024}, n_tokens = 2, iters = 7, threads = 1, pin = 1;
     int use[N_SHAPES] = {1, 1, 1, 1};
     const char *json = NULL, *label = "", *names[N_SHAPES];
     for (int k = 0; k < N_SHAPES; k++) names[k] = SHAPES[k].name;
@@ -95,7 +97,7 @@ int main(int argc, char **argv) {
     static const struct option lo[] = {{"shapes", 1, 0, 's'},      {"tokens", 1, 0, 't'},    {"iters", 1, 0, 'i'},
                                        {"compression", 1, 0, 'c'}, {"algorithm", 1, 0, 'a'}, {"chunk-kib", 1, 0, 'k'},
                                        {"threads", 1, 0, 'p'},     {"json", 1, 0, 'j'},      {"label", 1, 0, 'l'},
-                                       {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+                                       {"no-pin", 0, 0, 'n'},      {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
@@ -110,11 +112,12 @@ int main(int argc, char **argv) {
         case 'p': threads = atoi(optarg); break;
         case 'j': json = optarg; break;
         case 'l': label = optarg; break;
+        case 'n': pin = 0; break;
         default:
             if (me == 0)
                 fprintf(stderr, "usage: mpirun -np P %s [--shapes llama8b-o,llama8b-down,qwen7b-down,smollm2-down] "
                                 "[--tokens 256,1024] [--iters N] [--compression C] [--algorithm A] [--chunk-kib K] "
-                                "[--threads T] [--json FILE] [--label TEXT]\n",
+                                "[--threads T] [--no-pin] [--json FILE] [--label TEXT]\n",
                         argv[0]);
             mr_comm_mpi_finalize();
             return ch == 'h' ? 0 : 2;
@@ -125,6 +128,8 @@ int main(int argc, char **argv) {
         mr_comm_mpi_finalize();
         return 2;
     }
+    /* before the backend's and the engine's threads start: they inherit it */
+    int cpu = pin ? bench_pin_rank(me) : -1;
     mr_allreduce *seq, *ovl;
     o.overlap = 0;
     mr_status st = mr_allreduce_create(world, &o, &seq);
@@ -141,8 +146,8 @@ int main(int argc, char **argv) {
     mr_allreduce_describe(ovl, desc, sizeof desc);
     FILE *jf = NULL;
     if (me == 0) {
-        printf("# bench-overlap %s: %d ranks, %d GEMM thread(s) a rank, %s; median of %d\n", label, P, threads, desc,
-               iters);
+        printf("# bench-overlap %s: %d ranks, %d GEMM thread(s) a rank, %s; median of %d; %s\n", label, P, threads,
+               desc, iters, cpu >= 0 ? "rank r pinned to allowed CPU r mod n" : "ranks not pinned");
         printf("%-13s %6s %5s %6s %5s %11s %9s %11s %11s %9s %9s %9s\n", "shape", "tokens", "N", "K", "rows",
                "compute ms", "comm ms", "sequent. ms", "overlap ms", "ideal ms", "ovl/ideal", "seq/ideal");
         jf = bench_json_open(json);

@@ -29,6 +29,19 @@ struct mr_progress {
     char error[512];
 };
 
+/* MR_PROGRESS_POLL_US overrides the first sleep (0 = block in MPI_Wait). */
+static int poll_us(void) {
+    static _Atomic int v = -2;
+    int x = atomic_load(&v);
+    if (x == -2) {
+        const char *e = getenv("MR_PROGRESS_POLL_US");
+        x = e && *e ? atoi(e) : MR_PROGRESS_POLL_US;
+        if (x < 0) x = 0;
+        atomic_store(&v, x);
+    }
+    return x;
+}
+
 static void set_wait_sleep(mr_progress *p, int us) {
     for (int i = 0; i < p->n_comms; i++) atomic_store_explicit(&p->comms[i]->wait_sleep_us, us, memory_order_relaxed);
 }
@@ -45,9 +58,13 @@ static void hurry(mr_progress *p) {
 static void *progress_main(void *arg) {
     mr_progress *p = arg;
     if (p->n_comms && !strcmp(p->comms[0]->ops->name, "mpi")) mr_comm_mpi_fine_timers();
-    /* run before the GEMM threads when woken: a peer's exchange step waits
-     * on this thread (allowed for root or with CAP_SYS_NICE; else no-op) */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
+    /* MR_PROGRESS_NICE: the thread's nice value (negative needs root or
+     * CAP_SYS_NICE).  Default: the caller's.  -10 helped unbound ranks (a
+     * peer's exchange step waits on this thread) but cost 5-10% with ranks
+     * pinned to their cores, as moerun binds them: it preempts its own
+     * rank's GEMM at every wake-up (bench-overlap over TCP, 2 ranks). */
+    const char *nice_env = getenv("MR_PROGRESS_NICE");
+    if (nice_env && *nice_env) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), atoi(nice_env));
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->head == p->tail && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
@@ -55,7 +72,7 @@ static void *progress_main(void *arg) {
         void *job = p->jobs + (size_t)(p->head % MR_PROGRESS_QUEUE) * p->job_bytes;
         int failed = p->status != MR_OK;
         pthread_mutex_unlock(&p->mu);
-        set_wait_sleep(p, atomic_load(&p->hurry) ? -1 : MR_PROGRESS_POLL_US);
+        set_wait_sleep(p, atomic_load(&p->hurry) ? -1 : poll_us());
         /* after a failure the rest are skipped: the caller gets the first */
         mr_status st = failed ? MR_OK : p->fn(p->ctx, job);
         set_wait_sleep(p, 0);

@@ -16,7 +16,7 @@
 #include "runtime/comm.h"
 #include "runtime/status.h"
 
-#define MR_PROGRESS_POLL_US 20 /* first sleep between tests, doubling */
+#define MR_PROGRESS_POLL_US 20 /* first sleep between tests, doubling (env MR_PROGRESS_POLL_US) */
 #define MR_PROGRESS_QUEUE 64   /* jobs queued at most */
 
 typedef struct mr_progress mr_progress;
