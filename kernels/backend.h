@@ -82,6 +82,24 @@ typedef struct mr_backend_ops {
                   int T, const mr_route_params *p);
     /* y(n) *= s */
     void (*scale)(mr_backend *b, float *y, float s, size_t n);
+    /* y(n) = 0 */
+    void (*zero)(mr_backend *b, float *y, size_t n);
+    /* dst(r, 0..cols) = src(r, 0..cols) for r < rows, rows dst_ld and
+     * src_ld floats apart (regions must not overlap). */
+    void (*copy_rows)(mr_backend *b, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows,
+                      int cols);
+    /* Store token rows into a KV cache of `ctx` positions per slot, `row`
+     * floats per position: for t < ntok and h < nheads,
+     *   cache[(slot[t]*ctx + pos[t])*row + col + h*dst_hs + i]
+     *       = src[t*src_ld + h*src_hs + i],   i < width.
+     * src_hs = 0 stores one vector into every head (MLA's shared rope key). */
+    void (*cache_write)(mr_backend *b, float *cache, size_t row, int ctx, size_t col, size_t dst_hs,
+                        const float *src, size_t src_ld, size_t src_hs, const int32_t *slot, const int32_t *pos,
+                        int ntok, int nheads, int width);
+    /* 1: the pointers alloc returns are host memory that the caller may
+     * read and write directly (the CPU backend); 0: device memory, reached
+     * only through the ops, upload and download (CUDA). */
+    int host_memory;
 } mr_backend_ops;
 
 struct mr_backend {

@@ -213,6 +213,30 @@ static void cpu_sigmoid_gate_add(mr_backend *b, float *y, const float *x,
     }
 }
 
+static void cpu_zero(mr_backend *b, float *y, size_t n) {
+    (void)b;
+    if (n) memset(y, 0, n * sizeof(float));
+}
+
+static void cpu_copy_rows(mr_backend *b, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows,
+                          int cols) {
+    (void)b;
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * dst_ld, src + (size_t)r * src_ld, (size_t)cols * sizeof(float));
+}
+
+static void cpu_cache_write(mr_backend *b, float *cache, size_t row, int ctx, size_t col, size_t dst_hs,
+                            const float *src, size_t src_ld, size_t src_hs, const int32_t *slot, const int32_t *pos,
+                            int ntok, int nheads, int width) {
+    (void)b;
+    for (int t = 0; t < ntok; t++) {
+        float *d = cache + ((size_t)slot[t] * (size_t)ctx + (size_t)pos[t]) * row + col;
+        const float *s = src + (size_t)t * src_ld;
+        for (int h = 0; h < nheads; h++)
+            memcpy(d + (size_t)h * dst_hs, s + (size_t)h * src_hs, (size_t)width * sizeof(float));
+    }
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 static const mr_backend_ops mr_cpu_ops = {
@@ -233,6 +257,10 @@ static const mr_backend_ops mr_cpu_ops = {
     .sigmoid_gate_add = cpu_sigmoid_gate_add,
     .route = mr_cpu_route,
     .scale = cpu_scale,
+    .zero = cpu_zero,
+    .copy_rows = cpu_copy_rows,
+    .cache_write = cpu_cache_write,
+    .host_memory = 1,
 };
 
 /* CPUs this process may run on (its affinity mask, as set by taskset, Slurm
