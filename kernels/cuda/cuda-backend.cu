@@ -202,6 +202,10 @@ static const mr_backend_ops mr_cuda_ops = {
     /* .sigmoid_gate_add = */ mr_cuda_sigmoid_gate_add,
     /* .route = */ mr_cuda_route,
     /* .scale = */ mr_cuda_scale,
+    /* .zero = */ mr_cuda_zero,
+    /* .copy_rows = */ mr_cuda_copy_rows,
+    /* .cache_write = */ mr_cuda_cache_write,
+    /* .host_memory = */ 0,
 };
 
 /* ---- devices, init, free ------------------------------------------------ */

@@ -179,6 +179,50 @@ void mr_cuda_gather_rows(mr_backend *b, float *out, const float *table, const in
     CUDA_CHECK(c, cudaGetLastError());
 }
 
+/* y(n) = 0 */
+void mr_cuda_zero(mr_backend *b, float *y, size_t n) {
+    mr_cuda_ctx *c = mr_cuda_ctx_of(b);
+    if (n) CUDA_CHECK(c, cudaMemsetAsync(y, 0, n * sizeof(float), c->stream));
+}
+
+/* rows x cols floats between strided rows: one cudaMemcpy2DAsync. */
+void mr_cuda_copy_rows(mr_backend *b, float *dst, size_t dst_ld, const float *src, size_t src_ld,
+                       int rows, int cols) {
+    mr_cuda_ctx *c = mr_cuda_ctx_of(b);
+    if (rows <= 0 || cols <= 0) return;
+    CUDA_CHECK(c, cudaMemcpy2DAsync(dst, dst_ld * sizeof(float), src, src_ld * sizeof(float),
+                                    (size_t)cols * sizeof(float), (size_t)rows,
+                                    cudaMemcpyDeviceToDevice, c->stream));
+}
+
+/* KV-cache store: block (t, h) copies `width` floats (backend.h). */
+static __global__ void cache_write_kernel(float *cache, size_t row, int ctx, size_t col,
+                                          size_t dst_hs, const float *src, size_t src_ld,
+                                          size_t src_hs, const int32_t *slot, const int32_t *pos,
+                                          int width) {
+    int t = blockIdx.x, h = blockIdx.y;
+    float *d = cache + ((size_t)slot[t] * (size_t)ctx + (size_t)pos[t]) * row + col + (size_t)h * dst_hs;
+    const float *s = src + (size_t)t * src_ld + (size_t)h * src_hs;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+}
+
+void mr_cuda_cache_write(mr_backend *b, float *cache, size_t row, int ctx, size_t col, size_t dst_hs,
+                         const float *src, size_t src_ld, size_t src_hs, const int32_t *slot,
+                         const int32_t *pos, int ntok, int nheads, int width) {
+    mr_cuda_ctx *c = mr_cuda_ctx_of(b);
+    if (ntok <= 0 || nheads <= 0 || width <= 0) return;
+    if (nheads > 65535) {
+        mr_cuda_fail(c, __FILE__, __LINE__, "cache_write: %d heads (at most 65535)", nheads);
+        return;
+    }
+    int threads = (width + 31) / 32 * 32;
+    threads = threads > MR_CUDA_THREADS ? MR_CUDA_THREADS : threads;
+    dim3 grid((unsigned)ntok, (unsigned)nheads);
+    cache_write_kernel<<<grid, threads, 0, c->stream>>>(cache, row, ctx, col, dst_hs, src, src_ld,
+                                                        src_hs, slot, pos, width);
+    CUDA_CHECK(c, cudaGetLastError());
+}
+
 /* dst[ids[r]] += weight[r] * src[r] (weight NULL = 1): thread i owns
  * column i of every row, in row order (see the top of the file). */
 static __global__ void scatter_add_rows_kernel(float *dst, const float *src, const int32_t *ids,

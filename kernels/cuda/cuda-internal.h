@@ -109,6 +109,12 @@ void mr_cuda_gather_rows(mr_backend *b, float *out, const float *table, const in
 void mr_cuda_scatter_add_rows(mr_backend *b, float *dst, const float *src, const int32_t *ids,
                               const float *weight, int rows, int dim);
 void mr_cuda_silu_mul(mr_backend *b, float *out, const float *gu, int T, int inter);
+void mr_cuda_zero(mr_backend *b, float *y, size_t n);
+void mr_cuda_copy_rows(mr_backend *b, float *dst, size_t dst_ld, const float *src, size_t src_ld,
+                       int rows, int cols);
+void mr_cuda_cache_write(mr_backend *b, float *cache, size_t row, int ctx, size_t col, size_t dst_hs,
+                         const float *src, size_t src_ld, size_t src_hs, const int32_t *slot,
+                         const int32_t *pos, int ntok, int nheads, int width);
 void mr_cuda_sigmoid_gate_add(mr_backend *b, float *y, const float *x, const float *g, int T,
                               int dim);
 /* y(M,N) = bias broadcast (accumulate: y += bias), before a GEMM with beta 1. */
