@@ -315,6 +315,7 @@ static mr_status create(mr_comm *g, int own_mpi, int device, void *cuda_stream, 
     c->rank = g->rank;
     c->size = g->size;
     c->thread_serialized = g->thread_serialized;
+    c->device_memory = 1;
     c->impl = m;
     *out = c;
     return MR_OK;

@@ -54,6 +54,9 @@ struct mr_comm {
      * (MPI_THREAD_SERIALIZED or better): the all-reduce engine's progress
      * thread needs it for overlap */
     int thread_serialized;
+    /* 1: buffers are device memory (NCCL); 0: host memory (MPI), so a
+     * caller holding device buffers stages them through the host */
+    int device_memory;
     /* 0: blocking calls (the library spins: lowest latency).  Otherwise
      * the collectives and sendrecv are issued as nonblocking calls and
      * completed by testing: > 0 sleeping this many microseconds (doubling)
