@@ -358,6 +358,7 @@ static mr_status send_batch(engine *e, const batch_hdr *h) {
         MR_CHECK(p->ops->send(p, e->rows, (size_t)h->n_out * sizeof(int32_t), to, TAG_BATCH));
         MR_CHECK(p->ops->send(p, e->rs, (size_t)h->n_out * sizeof(row_sample), to, TAG_BATCH));
     }
+    mr_model_activations_move(e->m, h->ntok, 0); /* device -> host mirror (no-op on the CPU) */
     return p->ops->send(p, e->x, T * (size_t)e->c->hidden * sizeof(float), to, TAG_BATCH);
 }
 
@@ -376,7 +377,9 @@ static mr_status recv_batch(engine *e, batch_hdr *h) {
         MR_CHECK(p->ops->recv(p, e->rows, (size_t)h->n_out * sizeof(int32_t), from, TAG_BATCH));
         MR_CHECK(p->ops->recv(p, e->rs, (size_t)h->n_out * sizeof(row_sample), from, TAG_BATCH));
     }
-    return p->ops->recv(p, e->x, T * (size_t)e->c->hidden * sizeof(float), from, TAG_BATCH);
+    MR_CHECK(p->ops->recv(p, e->x, T * (size_t)e->c->hidden * sizeof(float), from, TAG_BATCH));
+    mr_model_activations_move(e->m, h->ntok, 1);
+    return MR_OK;
 }
 
 static mr_status forward(engine *e, int T, int n_out) {

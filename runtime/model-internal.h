@@ -34,6 +34,10 @@ typedef struct mr_layer_w {
 } mr_layer_w;
 
 typedef struct mr_workspace {
+    /* Backend memory (device memory on a GPU) unless marked host.  A host
+     * mirror h_* of a backend buffer is that buffer itself on a host-memory
+     * backend (ops->host_memory), else a separate host copy moved with
+     * upload/download (see the top of model.c). */
     float *x, *h, *a;     /* (T, H) */
     float *qkv;           /* (T, max(qkv width, MLA widths)) */
     float *q;             /* (T, nh qk) */
@@ -44,24 +48,27 @@ typedef struct mr_workspace {
     float *act;           /* (T, max inter) */
     float *xe, *ye;       /* (T, H) per-expert gathered rows */
     float *router_logits; /* (T, E) */
-    int32_t *route_idx;   /* (T, k) */
-    float *route_w;       /* (T, k) */
-    int32_t *e_count, *e_offset; /* (E + 1) */
-    int32_t *perm_tok;    /* (T k) token of each routed row, grouped by expert */
-    float *perm_w;        /* (T k) */
+    int32_t *route_idx, *h_route_idx; /* (T, k) */
+    float *route_w, *h_route_w;       /* (T, k) */
+    int32_t *e_count, *e_offset;      /* host (E + 1) */
+    int32_t *perm_tok, *h_perm_tok;   /* (T k ep) token of each routed row, grouped by expert */
+    float *perm_w, *h_perm_w;         /* (T k ep) */
     float *shared_g;      /* (T) */
     float *final_h;       /* (T, H) rows picked for logits */
-    int32_t *out_rows;
-    int32_t *embed_ids;   /* (T) local embedding rows (nv = zero row) */
-    float *logits_local;  /* (LOGIT_CHUNK, nv) */
-    float *logits_all;    /* (tp, LOGIT_CHUNK, nv) */
+    int32_t *slot, *pos, *out_rows;   /* (T) the step's arrays (device copies; unused on a host backend) */
+    int32_t *embed_ids, *h_embed_ids; /* (T) local embedding rows (nv = zero row) */
+    float *logits_local, *h_logits_local; /* (LOGIT_CHUNK, nv) */
+    float *logits_all, *h_logits_all;     /* (tp, LOGIT_CHUNK, nv) */
+    float *h_x;           /* host (T, H): pipeline activations (mirror of x) */
+    float *h_stage;       /* host (T, H) staging of the tensor all-reduce (mirror of nothing: NULL on a host backend) */
     /* expert parallel exchange */
-    int *ep_scount, *ep_sdisp, *ep_rcount, *ep_rdisp; /* (ep) each */
-    int32_t *ep_send_eid, *ep_recv_eid;               /* (T k), (ep T k) */
-    int32_t *ep_send_src;                             /* (T k) routed row of each sent row */
+    int *ep_scount, *ep_sdisp, *ep_rcount, *ep_rdisp; /* host (ep) each */
+    int32_t *ep_send_eid, *ep_recv_eid;               /* host (T k), (ep T k) */
+    int32_t *ep_send_src;                             /* host (T k) routed row of each sent row */
     float *ep_send, *ep_recv;                         /* (T k, H), (ep T k, H) */
-    int32_t *ep_order;                                /* (ep T k) */
-    uint64_t *expert_tokens;                          /* (ne) */
+    float *h_ep_send, *h_ep_recv;                     /* their host mirrors */
+    int32_t *ep_order, *h_ep_order;                   /* (ep T k) */
+    uint64_t *expert_tokens;                          /* host (ne) */
 } mr_workspace;
 
 #define MR_LOGIT_CHUNK 64
@@ -98,8 +105,12 @@ struct mr_model {
     uint64_t step_expert_bytes;   /* routed-expert bytes the last forward touched */
     mr_moe_ep_stats ep_stats;     /* see mr_model_moe_ep_stats */
     struct mr_progress *ep_prog;  /* the combine's progress thread (shard.ep_overlap) */
+    int dev;                      /* backend memory is not host memory: stage through the host */
+    const int32_t *cur_slot, *cur_pos, *cur_out_rows; /* the forward's arrays in backend memory */
     void **allocs; /* every device buffer, for mr_model_free */
     size_t n_allocs, cap_allocs;
+    void **host_allocs; /* host mirrors of a device backend */
+    size_t n_host_allocs, cap_host_allocs;
 };
 
 /* Where weights come from: a safetensors checkpoint or a GGUF file, both

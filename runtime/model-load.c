@@ -73,7 +73,26 @@ static void synth_fill(float *dst, size_t n, const char *name, uint64_t seed, in
     }
 }
 
-/* Allocate a device buffer of n floats. */
+/* A host mirror of the backend buffer d (model-internal.h): d itself on a
+ * host-memory backend. */
+static mr_status host_mirror(mr_model *m, void **h, void *d, size_t bytes, const char *what) {
+    if (!m->dev) {
+        *h = d;
+        return MR_OK;
+    }
+    if (m->n_host_allocs == m->cap_host_allocs) {
+        size_t cap = m->cap_host_allocs ? 2 * m->cap_host_allocs : 32;
+        void **a = realloc(m->host_allocs, cap * sizeof *a);
+        if (!a) return mr_error(MR_ERR_NOMEM, "out of memory tracking buffers");
+        m->host_allocs = a;
+        m->cap_host_allocs = cap;
+    }
+    MR_CHECK(mr_malloc(h, bytes ? bytes : 1, what));
+    m->host_allocs[m->n_host_allocs++] = *h;
+    return MR_OK;
+}
+
+/* Allocate a device buffer of n floats (or int32s: the same size). */
 static mr_status dev_alloc(mr_model *m, float **out, size_t n, const char *what) {
     if (m->n_allocs == m->cap_allocs) {
         size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 256;
@@ -301,12 +320,24 @@ static mr_status alloc_state(mr_model *m) {
     };
     for (size_t i = 0; i < sizeof fbufs / sizeof fbufs[0]; i++)
         MR_CHECK(dev_alloc(m, fbufs[i].p, fbufs[i].n, fbufs[i].what));
-    MR_CHECK(mr_malloc((void **)&ws->route_idx, T * K * sizeof(int32_t), "route idx"));
-    MR_CHECK(mr_malloc((void **)&ws->perm_tok, T * K * ep * sizeof(int32_t), "perm"));
+    /* int32 buffers of the backend (same element size as float) */
+    struct { int32_t **p; size_t n; const char *what; } ibufs[] = {
+        {&ws->route_idx, T * K, "route idx"}, {&ws->perm_tok, T * K * ep, "perm"}, {&ws->embed_ids, T, "embed ids"},
+        {&ws->slot, T, "slots"}, {&ws->pos, T, "positions"}, {&ws->out_rows, T, "out rows"},
+    };
+    for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++)
+        MR_CHECK(dev_alloc(m, (float **)ibufs[i].p, ibufs[i].n, ibufs[i].what));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_route_idx, ws->route_idx, T * K * 4, "route idx"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_route_w, ws->route_w, T * K * 4, "route w"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_tok, ws->perm_tok, T * K * ep * 4, "perm"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_w, ws->perm_w, T * K * ep * 4, "perm w"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_embed_ids, ws->embed_ids, T * 4, "embed ids"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_local, ws->logits_local, MR_LOGIT_CHUNK * nv * 4, "logits"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_all, ws->logits_all, tp * MR_LOGIT_CHUNK * nv * 4, "logits"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_x, ws->x, T * H * 4, "activations"));
+    if (m->dev) MR_CHECK(host_mirror(m, (void **)&ws->h_stage, NULL, T * H * 4, "all-reduce staging"));
     MR_CHECK(mr_malloc((void **)&ws->e_count, (E + 1) * sizeof(int32_t), "expert counts"));
     MR_CHECK(mr_malloc((void **)&ws->e_offset, (E + 1) * sizeof(int32_t), "expert offsets"));
-    MR_CHECK(mr_malloc((void **)&ws->out_rows, T * sizeof(int32_t), "out rows"));
-    MR_CHECK(mr_malloc((void **)&ws->embed_ids, T * sizeof(int32_t), "embed ids"));
     MR_CHECK(mr_calloc((void **)&ws->expert_tokens, (size_t)(lo->ne ? lo->ne : 1), sizeof(uint64_t), "expert counts"));
     if (ep > 1) {
         MR_CHECK(mr_malloc((void **)&ws->ep_scount, 4 * ep * sizeof(int), "ep counts"));
@@ -316,9 +347,12 @@ static mr_status alloc_state(mr_model *m) {
         MR_CHECK(mr_malloc((void **)&ws->ep_send_eid, T * K * sizeof(int32_t), "ep ids"));
         MR_CHECK(mr_malloc((void **)&ws->ep_send_src, T * K * sizeof(int32_t), "ep src"));
         MR_CHECK(mr_malloc((void **)&ws->ep_recv_eid, ep * T * K * sizeof(int32_t), "ep ids"));
-        MR_CHECK(mr_malloc((void **)&ws->ep_order, ep * T * K * sizeof(int32_t), "ep order"));
+        MR_CHECK(dev_alloc(m, (float **)&ws->ep_order, ep * T * K, "ep order"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_order, ws->ep_order, ep * T * K * 4, "ep order"));
         MR_CHECK(dev_alloc(m, &ws->ep_send, T * K * H, "ep send"));
         MR_CHECK(dev_alloc(m, &ws->ep_recv, ep * T * K * H, "ep recv"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_send, ws->ep_send, T * K * H * 4, "ep send"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_recv, ws->ep_recv, ep * T * K * H * 4, "ep recv"));
     }
 
     size_t per_slot_k = (size_t)m->opt.max_ctx * (size_t)m->kv_heads * qk;
@@ -330,8 +364,16 @@ static mr_status alloc_state(mr_model *m) {
         MR_CHECK(dev_alloc(m, &m->v_cache[l], per_slot_v * (size_t)m->opt.max_slots, "v cache"));
     }
     int rd = mr_config_rope_dim(c);
-    MR_CHECK(mr_malloc((void **)&m->rope_freq, (size_t)(rd / 2 + 1) * sizeof(float), "rope"));
-    mr_config_rope_freqs(c, m->rope_freq, &m->rope_mscale);
+    float *freq;
+    MR_CHECK(mr_malloc((void **)&freq, (size_t)(rd / 2 + 1) * sizeof(float), "rope"));
+    mr_config_rope_freqs(c, freq, &m->rope_mscale);
+    mr_status st = dev_alloc(m, &m->rope_freq, (size_t)(rd / 2 + 1), "rope");
+    if (st == MR_OK) {
+        m->be->ops->upload(m->be, m->rope_freq, freq, (size_t)(rd / 2 + 1) * sizeof(float));
+        m->be->ops->sync(m->be);
+    }
+    free(freq);
+    MR_CHECK(st);
     m->attn_scale = mr_config_attn_scale(c);
     return MR_OK;
 }

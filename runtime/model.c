@@ -7,7 +7,15 @@
  *   h = rmsnorm(x)
  *   a = mlp(h) or moe(h)                 (T,H)
  *   x += a
- * then the final norm and the LM head for the rows whose logits are asked. */
+ * then the final norm and the LM head for the rows whose logits are asked.
+ *
+ * Memory: every buffer the ops touch is backend memory (device memory on a
+ * GPU); the host only reads and writes its h_* mirrors (model-internal.h),
+ * which are the same buffers on a host-memory backend, so the CPU pays no
+ * copies.  On a device backend the routing (counting sort of the chosen
+ * experts) and the step's int arrays go through the host, as do the
+ * exchanges of any communicator without device_memory (MPI): download,
+ * call, upload.  A device communicator (NCCL) gets device buffers. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +35,7 @@ const mr_model_config *mr_model_get_config(const mr_model *m) { return &m->cfg; 
 const mr_model_options *mr_model_get_options(const mr_model *m) { return &m->opt; }
 uint64_t mr_model_weight_bytes(const mr_model *m) { return m->weight_bytes; }
 uint64_t mr_model_bytes_read(const mr_model *m) { return m->bytes_read; }
-float *mr_model_activations(mr_model *m) { return m->ws.x; }
+float *mr_model_activations(mr_model *m) { return m->ws.h_x; }
 int mr_model_is_first_stage(const mr_model *m) { return m->loc.first; }
 int mr_model_is_last_stage(const mr_model *m) { return m->loc.last; }
 const uint64_t *mr_model_expert_tokens(const mr_model *m, int *n_local, int *first) {
@@ -41,6 +49,23 @@ void mr_model_moe_ep_stats(const mr_model *m, mr_moe_ep_stats *s) {
     s->last_scount = m->loc.ep > 1 ? m->ws.ep_scount : NULL;
     s->last_rcount = m->loc.ep > 1 ? m->ws.ep_rcount : NULL;
 }
+/* Host mirror <- backend buffer (and wait for it); no-op when they are one. */
+static void fetch(mr_model *m, void *h, const void *d, size_t bytes) {
+    if (h == d || !bytes) return;
+    m->be->ops->download(m->be, h, d, bytes);
+    m->be->ops->sync(m->be);
+}
+/* Backend buffer <- host mirror; no-op when they are one. */
+static void put(mr_model *m, void *d, const void *h, size_t bytes) {
+    if (h != d && bytes) m->be->ops->upload(m->be, d, h, bytes);
+}
+
+void mr_model_activations_move(mr_model *m, int ntok, int to_device) {
+    size_t bytes = (size_t)ntok * (size_t)m->cfg.hidden * sizeof(float);
+    if (to_device) put(m, m->ws.x, m->ws.h_x, bytes);
+    else fetch(m, m->ws.h_x, m->ws.x, bytes);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -69,6 +94,7 @@ mr_status mr_model_load(mr_model **out, const char *path, const mr_model_options
     mr_model *m;
     MR_CHECK(mr_calloc((void **)&m, 1, sizeof *m, "model"));
     m->be = be;
+    m->dev = !be->ops->host_memory;
     m->opt = *opt;
     mr_checkpoint *ck = NULL;
     mr_gguf *gg = NULL;
@@ -117,48 +143,48 @@ void mr_model_free(mr_model *m) {
     mr_progress_destroy(m->ep_prog);
     for (size_t i = 0; i < m->n_allocs; i++) m->be->ops->free(m->be, m->allocs[i]);
     free(m->allocs);
+    for (size_t i = 0; i < m->n_host_allocs; i++) free(m->host_allocs[i]);
+    free(m->host_allocs);
     if (m->layers)
         for (int l = 0; l < m->cfg.n_layers; l++) free(m->layers[l].experts);
     free(m->layers);
     free(m->k_cache);
     free(m->v_cache);
-    free(m->rope_freq);
     mr_workspace *ws = &m->ws;
-    free(ws->route_idx);
-    free(ws->perm_tok);
     free(ws->e_count);
     free(ws->e_offset);
-    free(ws->out_rows);
-    free(ws->embed_ids);
     free(ws->expert_tokens);
     free(ws->ep_scount);
     free(ws->ep_send_eid);
     free(ws->ep_send_src);
     free(ws->ep_recv_eid);
-    free(ws->ep_order);
     mr_config_free(&m->cfg);
     free(m);
 }
 
-/* Where key (slot, pos, head 0) starts in a layer's cache. */
-static float *k_at(const mr_model *m, int l, int slot, int pos) {
-    size_t qk = (size_t)mr_config_qk_dim(&m->cfg), nkv = (size_t)m->kv_heads;
-    return m->k_cache[l] + ((size_t)slot * (size_t)m->opt.max_ctx + (size_t)pos) * nkv * qk;
-}
-static float *v_at(const mr_model *m, int l, int slot, int pos) {
-    size_t v = (size_t)mr_config_v_dim(&m->cfg), nkv = (size_t)m->kv_heads;
-    return m->v_cache[l] + ((size_t)slot * (size_t)m->opt.max_ctx + (size_t)pos) * nkv * v;
-}
-
 /* Sum of buf(n) over the tensor group, by the all-reduce engine (with the
  * plan's compression) or, with exact=1 or no engine, exactly. */
-static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact) {
-    if (m->loc.tp == 1 || n == 0) return MR_OK;
+static mr_status host_allreduce(mr_model *m, float *buf, size_t n, int exact) {
     mr_allreduce *ar = m->opt.shard.tp_ar;
     if (ar && exact) return mr_allreduce_run_as(ar, MR_AR_AUTO, MR_COMPRESS_NONE, buf, buf, n);
     if (ar) return mr_allreduce_run(ar, buf, buf, n);
     mr_comm *c = m->opt.shard.tp_comm;
     return c->ops->allreduce_sum_f32(c, buf, n);
+}
+
+/* On a device backend: a device communicator's own (exact) all-reduce when
+ * no compression is asked; otherwise the host engine on a staged copy. */
+static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact) {
+    if (m->loc.tp == 1 || n == 0) return MR_OK;
+    if (!m->dev) return host_allreduce(m, buf, n, exact);
+    mr_allreduce *ar = m->opt.shard.tp_ar;
+    mr_comm *c = m->opt.shard.tp_comm;
+    int plain = !ar || exact || mr_allreduce_options(ar)->compression == MR_COMPRESS_NONE;
+    if (c->device_memory && plain) return c->ops->allreduce_sum_f32(c, buf, n);
+    fetch(m, m->ws.h_stage, buf, n * sizeof(float));
+    MR_CHECK(host_allreduce(m, m->ws.h_stage, n, exact));
+    put(m, buf, m->ws.h_stage, n * sizeof(float));
+    return MR_OK;
 }
 
 static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_allreduce_mode(m, buf, n, 0); }
@@ -168,7 +194,7 @@ static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_all
 static mr_status rowpar_out(mr_model *m, float *y, const float *x, const float *w, const float *bias, int T, int N,
                             int K) {
     mr_allreduce *ar = m->opt.shard.tp_ar;
-    if (m->loc.tp > 1 && ar) return mr_allreduce_matmul(ar, m->be, y, x, w, bias, T, N, K);
+    if (m->loc.tp > 1 && ar && !m->dev) return mr_allreduce_matmul(ar, m->be, y, x, w, bias, T, N, K);
     m->be->ops->matmul(m->be, y, x, w, bias, T, N, K, 0);
     return tp_allreduce(m, y, (size_t)T * N);
 }
@@ -179,7 +205,7 @@ static void run_attention(mr_model *m, int l, const mr_batch *b) {
     mr_workspace *ws = &m->ws;
     size_t qk = (size_t)mr_config_qk_dim(c), v = (size_t)mr_config_v_dim(c), nkv = (size_t)m->kv_heads;
     size_t ctx = (size_t)m->opt.max_ctx;
-    ops->attention(m->be, ws->o, ws->q, m->k_cache[l], m->v_cache[l], b->slot, b->pos, b->ntok, m->loc.nh,
+    ops->attention(m->be, ws->o, ws->q, m->k_cache[l], m->v_cache[l], m->cur_slot, m->cur_pos, b->ntok, m->loc.nh,
                    (int)nkv, (int)qk, (int)v, ctx * nkv * qk, ctx * nkv * v, m->attn_scale);
 }
 
@@ -199,16 +225,16 @@ static mr_status attention_std(mr_model *m, int l, const mr_batch *b) {
             ops->rmsnorm(m->be, row + nh * hd, row + nh * hd, w->k_norm, nkv, hd, c->norm_eps);
         }
     }
-    ops->rope(m->be, ws->qkv, T, nh, W, hd, 0, hd, b->pos, m->rope_freq, m->rope_mscale, c->rope_interleave);
-    ops->rope(m->be, ws->qkv + nh * hd, T, nkv, W, hd, 0, hd, b->pos, m->rope_freq, m->rope_mscale,
+    ops->rope(m->be, ws->qkv, T, nh, W, hd, 0, hd, m->cur_pos, m->rope_freq, m->rope_mscale, c->rope_interleave);
+    ops->rope(m->be, ws->qkv + nh * hd, T, nkv, W, hd, 0, hd, m->cur_pos, m->rope_freq, m->rope_mscale,
               c->rope_interleave);
-    /* Split q out and store k, v in the cache (host copies: CPU backend). */
-    for (int t = 0; t < T; t++) {
-        const float *row = ws->qkv + (size_t)t * W;
-        memcpy(ws->q + (size_t)t * nh * hd, row, (size_t)nh * hd * sizeof(float));
-        memcpy(k_at(m, l, b->slot[t], b->pos[t]), row + nh * hd, (size_t)nkv * hd * sizeof(float));
-        memcpy(v_at(m, l, b->slot[t], b->pos[t]), row + (nh + nkv) * hd, (size_t)nkv * hd * sizeof(float));
-    }
+    /* Split q out and store k, v in the cache at (slot, position). */
+    int ctx = m->opt.max_ctx, kvw = nkv * hd;
+    ops->copy_rows(m->be, ws->q, (size_t)nh * hd, ws->qkv, (size_t)W, T, nh * hd);
+    ops->cache_write(m->be, m->k_cache[l], (size_t)kvw, ctx, 0, 0, ws->qkv + nh * hd, (size_t)W, 0, m->cur_slot,
+                     m->cur_pos, T, 1, kvw);
+    ops->cache_write(m->be, m->v_cache[l], (size_t)kvw, ctx, 0, 0, ws->qkv + (nh + nkv) * hd, (size_t)W, 0,
+                     m->cur_slot, m->cur_pos, T, 1, kvw);
     run_attention(m, l, b);
     return rowpar_out(m, ws->a, ws->o, w->wo, w->bo, T, H, nh * hd);
 }
@@ -232,23 +258,23 @@ static mr_status attention_mla(mr_model *m, int l, const mr_batch *b) {
     }
     int la = kvr + rope;
     ops->matmul(m->be, ws->lat, ws->h, w->wkv_a, NULL, T, la, H, 0);          /* (T, kvr + rope) */
-    for (int t = 0; t < T; t++)
-        memcpy(ws->lat2 + (size_t)t * kvr, ws->lat + (size_t)t * la, (size_t)kvr * sizeof(float));
+    ops->copy_rows(m->be, ws->lat2, (size_t)kvr, ws->lat, (size_t)la, T, kvr);
     ops->rmsnorm(m->be, ws->lat2, ws->lat2, w->kv_a_norm, T, kvr, MLA_LORA_NORM_EPS);
     int kvw = nh * (nope + vd);
     ops->matmul(m->be, ws->qkv, ws->lat2, w->wkv_b, NULL, T, kvw, kvr, 0);    /* (T, nh (nope + v)) */
-    ops->rope(m->be, ws->q, T, nh, nh * qk, qk, nope, rope, b->pos, m->rope_freq, m->rope_mscale,
+    ops->rope(m->be, ws->q, T, nh, nh * qk, qk, nope, rope, m->cur_pos, m->rope_freq, m->rope_mscale,
               c->rope_interleave);
-    ops->rope(m->be, ws->lat, T, 1, la, 0, kvr, rope, b->pos, m->rope_freq, m->rope_mscale, c->rope_interleave);
-    for (int t = 0; t < T; t++) {
-        float *kd = k_at(m, l, b->slot[t], b->pos[t]), *vdst = v_at(m, l, b->slot[t], b->pos[t]);
-        const float *kv = ws->qkv + (size_t)t * kvw, *kr = ws->lat + (size_t)t * la + kvr;
-        for (int h = 0; h < nh; h++) {
-            memcpy(kd + (size_t)h * qk, kv + (size_t)h * (nope + vd), (size_t)nope * sizeof(float));
-            memcpy(kd + (size_t)h * qk + nope, kr, (size_t)rope * sizeof(float));
-            memcpy(vdst + (size_t)h * vd, kv + (size_t)h * (nope + vd) + nope, (size_t)vd * sizeof(float));
-        }
-    }
+    ops->rope(m->be, ws->lat, T, 1, la, 0, kvr, rope, m->cur_pos, m->rope_freq, m->rope_mscale,
+              c->rope_interleave);
+    /* per head: key [nope_h | shared rope key], value v_h */
+    int ctx = m->opt.max_ctx;
+    size_t krow = (size_t)nh * qk, vrow = (size_t)nh * vd, hs = (size_t)(nope + vd);
+    ops->cache_write(m->be, m->k_cache[l], krow, ctx, 0, (size_t)qk, ws->qkv, (size_t)kvw, hs, m->cur_slot,
+                     m->cur_pos, T, nh, nope);
+    ops->cache_write(m->be, m->k_cache[l], krow, ctx, (size_t)nope, (size_t)qk, ws->lat + kvr, (size_t)la, 0,
+                     m->cur_slot, m->cur_pos, T, nh, rope);
+    ops->cache_write(m->be, m->v_cache[l], vrow, ctx, 0, (size_t)vd, ws->qkv + nope, (size_t)kvw, hs, m->cur_slot,
+                     m->cur_pos, T, nh, vd);
     run_attention(m, l, b);
     return rowpar_out(m, ws->a, ws->o, w->wo, NULL, T, H, nh * vd);
 }
@@ -307,6 +333,34 @@ static void moe_shared(mr_model *m, const mr_layer_w *w, int T) {
     moe_shared_add(m, w, T);
 }
 
+/* The router's choices (n values) into their host mirrors. */
+static void fetch_routes(mr_model *m, int n) {
+    if (!m->dev || n <= 0) return;
+    m->be->ops->download(m->be, m->ws.h_route_idx, m->ws.route_idx, (size_t)n * sizeof(int32_t));
+    m->be->ops->download(m->be, m->ws.h_route_w, m->ws.route_w, (size_t)n * sizeof(float));
+    m->be->ops->sync(m->be);
+}
+
+/* The routed rows' tokens and weights (n values) from their host mirrors. */
+static void put_perm(mr_model *m, int n) {
+    if (n <= 0) return;
+    put(m, m->ws.perm_tok, m->ws.h_perm_tok, (size_t)n * sizeof(int32_t));
+    put(m, m->ws.perm_w, m->ws.h_perm_w, (size_t)n * sizeof(float));
+}
+
+/* All-to-all of rows of H floats over the expert group: on the device
+ * buffers when the communicator takes them, else through the host mirrors
+ * (send rows nsend, received nrecv; same layout). */
+static mr_status ep_rows(mr_model *m, mr_comm *ep, const float *send, float *h_send, const int *sc, const int *sd,
+                         int nsend, float *recv, float *h_recv, const int *rc, const int *rd, int nrecv) {
+    size_t row = (size_t)m->cfg.hidden * sizeof(float);
+    if (!m->dev || ep->device_memory) return ep->ops->alltoallv(ep, send, sc, sd, recv, rc, rd, row);
+    fetch(m, h_send, send, (size_t)nsend * row);
+    MR_CHECK(ep->ops->alltoallv(ep, h_send, sc, sd, h_recv, rc, rd, row));
+    put(m, recv, h_recv, (size_t)nrecv * row);
+    return MR_OK;
+}
+
 /* MoE with every expert on this rank (sliced over the tensor group when
  * tp > 1): router, grouping of routed rows by expert (counting sort), one
  * GEMM chain per expert over all its tokens, weighted scatter back. */
@@ -319,17 +373,19 @@ static void moe_local(mr_model *m, int l, int T) {
     ops->matmul(m->be, ws->router_logits, ws->h, w->router, NULL, T, E, H, 0);
     mr_route_params rp = route_params(m, w);
     ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, T, &rp);
+    fetch_routes(m, T * K);
     memset(ws->e_count, 0, (size_t)(E + 1) * sizeof(int32_t));
-    for (int i = 0; i < T * K; i++) ws->e_count[ws->route_idx[i]]++;
+    for (int i = 0; i < T * K; i++) ws->e_count[ws->h_route_idx[i]]++;
     ws->e_offset[0] = 0;
     for (int e = 0; e < E; e++) ws->e_offset[e + 1] = ws->e_offset[e] + ws->e_count[e];
     memset(ws->e_count, 0, (size_t)(E + 1) * sizeof(int32_t));
     for (int i = 0; i < T * K; i++) {
-        int e = ws->route_idx[i], at = ws->e_offset[e] + ws->e_count[e]++;
-        ws->perm_tok[at] = i / K;
-        ws->perm_w[at] = ws->route_w[i];
+        int e = ws->h_route_idx[i], at = ws->e_offset[e] + ws->e_count[e]++;
+        ws->h_perm_tok[at] = i / K;
+        ws->h_perm_w[at] = ws->h_route_w[i];
     }
-    memset(ws->a, 0, (size_t)T * H * sizeof(float));
+    put_perm(m, T * K);
+    ops->zero(m->be, ws->a, (size_t)T * H);
     for (int e = 0; e < E; e++) {
         int n = ws->e_count[e], off = ws->e_offset[e];
         if (!n) continue;
@@ -363,7 +419,8 @@ static mr_status run_combine(void *ctx, void *job) {
  * cannot start is an error (the peers would wait in the other path). */
 static mr_status overlap_combine(mr_model *m, const mr_layer_w *w, int *yes) {
     mr_comm *ep = m->opt.shard.ep_comm;
-    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter;
+    /* not on a device backend: one host thread drives its stream */
+    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter && !m->dev;
     if (*yes && !m->ep_prog) {
         MR_CHECK(mr_progress_create(&ep, 1, run_combine, NULL, sizeof(ep_combine_job), &m->ep_prog));
         MR_DEBUG("expert combine overlapped with the shared experts (progress thread started)");
@@ -386,12 +443,14 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     const mr_local *lo = &m->loc;
     mr_workspace *ws = &m->ws;
     mr_comm *ep = m->opt.shard.ep_comm;
+    mr_comm *meta = m->opt.shard.ep_comm_host ? m->opt.shard.ep_comm_host : ep; /* host-memory group */
     int H = c->hidden, E = c->n_experts, K = c->top_k, G = lo->ep, ne = lo->ne;
     int t0 = (int)((long)T * lo->tp_rank / lo->tp), t1 = (int)((long)T * (lo->tp_rank + 1) / lo->tp), n = t1 - t0;
     if (n > 0) {
         ops->matmul(m->be, ws->router_logits, ws->h + (size_t)t0 * H, w->router, NULL, n, E, H, 0);
         mr_route_params rp = route_params(m, w);
         ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, n, &rp);
+        fetch_routes(m, n * K);
     }
     /* rows per destination, then the send buffer in destination order */
     mr_moe_ep_stats *st = &m->ep_stats;
@@ -399,31 +458,32 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     double t_start = now_s(), ta;
     int *sc = ws->ep_scount, *sd = ws->ep_sdisp, *rc = ws->ep_rcount, *rd = ws->ep_rdisp;
     memset(sc, 0, (size_t)G * sizeof(int));
-    for (int i = 0; i < n * K; i++) sc[ws->route_idx[i] / ne]++;
+    for (int i = 0; i < n * K; i++) sc[ws->h_route_idx[i] / ne]++;
     sd[0] = 0;
     for (int d = 1; d < G; d++) sd[d] = sd[d - 1] + sc[d - 1];
     int *fill = rc; /* reuse as a cursor before the counts exchange */
     memcpy(fill, sd, (size_t)G * sizeof(int));
     for (int i = 0; i < n * K; i++) {
-        int e = ws->route_idx[i], d = e / ne, at = fill[d]++;
+        int e = ws->h_route_idx[i], d = e / ne, at = fill[d]++;
         ws->ep_send_eid[at] = e - d * ne;
         ws->ep_send_src[at] = i;
-        ws->perm_tok[at] = t0 + i / K;
-        ws->perm_w[at] = ws->route_w[i];
+        ws->h_perm_tok[at] = t0 + i / K;
+        ws->h_perm_w[at] = ws->h_route_w[i];
     }
     int nsend = n * K;
+    put_perm(m, nsend);
     if (nsend) ops->gather_rows(m->be, ws->ep_send, ws->h, ws->perm_tok, nsend, H);
     /* exchange counts: one int to every peer */
     int ones[256], disp[256];
     if (G > 256) return mr_error(MR_ERR_UNSUPPORTED, "expert groups of more than 256 ranks");
     for (int d = 0; d < G; d++) ones[d] = 1, disp[d] = d;
     ta = now_s();
-    MR_CHECK(ep->ops->alltoallv(ep, sc, ones, disp, rc, ones, disp, sizeof(int)));
+    MR_CHECK(meta->ops->alltoallv(meta, sc, ones, disp, rc, ones, disp, sizeof(int)));
     rd[0] = 0;
     for (int d = 1; d < G; d++) rd[d] = rd[d - 1] + rc[d - 1];
     int nrecv = rd[G - 1] + rc[G - 1];
-    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send_eid, sc, sd, ws->ep_recv_eid, rc, rd, sizeof(int32_t)));
-    MR_CHECK(ep->ops->alltoallv(ep, ws->ep_send, sc, sd, ws->ep_recv, rc, rd, (size_t)H * sizeof(float)));
+    MR_CHECK(meta->ops->alltoallv(meta, ws->ep_send_eid, sc, sd, ws->ep_recv_eid, rc, rd, sizeof(int32_t)));
+    MR_CHECK(ep_rows(m, ep, ws->ep_send, ws->h_ep_send, sc, sd, nsend, ws->ep_recv, ws->h_ep_recv, rc, rd, nrecv));
     st->a2a_s += now_s() - ta;
     /* group received rows by local expert */
     memset(ws->e_count, 0, (size_t)(ne + 1) * sizeof(int32_t));
@@ -433,8 +493,9 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     memset(ws->e_count, 0, (size_t)(ne + 1) * sizeof(int32_t));
     for (int j = 0; j < nrecv; j++) {
         int e = ws->ep_recv_eid[j];
-        ws->ep_order[ws->e_offset[e] + ws->e_count[e]++] = j;
+        ws->h_ep_order[ws->e_offset[e] + ws->e_count[e]++] = j;
     }
+    put(m, ws->ep_order, ws->h_ep_order, (size_t)nrecv * sizeof(int32_t));
     if (nrecv) ops->gather_rows(m->be, ws->xe, ws->ep_recv, ws->ep_order, nrecv, H);
     m->be->ops->sync(m->be);
     st->dispatch_s += now_s() - t_start;
@@ -457,11 +518,11 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     if (m->opt.ep_timing_sync) MR_CHECK(ep->ops->barrier(ep));
     double t_comb = now_s();
     if (nrecv) {
-        memset(ws->ep_recv, 0, (size_t)nrecv * H * sizeof(float));
+        ops->zero(m->be, ws->ep_recv, (size_t)nrecv * H);
         ops->scatter_add_rows(m->be, ws->ep_recv, ws->ye, ws->ep_order, NULL, nrecv, H);
     }
     ta = now_s();
-    if (T > 0) memset(ws->a, 0, (size_t)T * H * sizeof(float));
+    if (T > 0) ops->zero(m->be, ws->a, (size_t)T * H);
     int overlap;
     MR_CHECK(overlap_combine(m, w, &overlap));
     if (overlap) {
@@ -477,7 +538,7 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
         if (T > 0) moe_shared_add(m, w, T);
     } else {
-        MR_CHECK(ep->ops->alltoallv(ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)));
+        MR_CHECK(ep_rows(m, ep, ws->ep_recv, ws->h_ep_recv, rc, rd, nrecv, ws->ep_send, ws->h_ep_send, sc, sd, nsend));
         st->a2a_s += now_s() - ta;
         if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
         if (T > 0) moe_shared(m, w, T);
@@ -511,8 +572,9 @@ static mr_status embed(mr_model *m, const mr_batch *b) {
     int H = m->cfg.hidden;
     for (int t = 0; t < b->ntok; t++) {
         int id = b->tokens[t] - lo->v0;
-        m->ws.embed_ids[t] = (id >= 0 && id < lo->nv) ? id : lo->nv;
+        m->ws.h_embed_ids[t] = (id >= 0 && id < lo->nv) ? id : lo->nv;
     }
+    put(m, m->ws.embed_ids, m->ws.h_embed_ids, (size_t)b->ntok * sizeof(int32_t));
     m->be->ops->gather_rows(m->be, m->ws.x, m->embed, m->ws.embed_ids, b->ntok, H);
     /* exact whatever the compression: one rank holds each row */
     return tp_allreduce_mode(m, m->ws.x, (size_t)b->ntok * H, 1);
@@ -528,18 +590,28 @@ static mr_status lm_head(mr_model *m, const mr_batch *b, float *logits) {
     int H = c->hidden, V = c->vocab, nv = lo->nv;
     for (int r0 = 0; r0 < b->n_out; r0 += MR_LOGIT_CHUNK) {
         int n = b->n_out - r0 < MR_LOGIT_CHUNK ? b->n_out - r0 : MR_LOGIT_CHUNK;
-        ops->gather_rows(m->be, ws->final_h, ws->x, b->out_rows + r0, n, H);
+        ops->gather_rows(m->be, ws->final_h, ws->x, m->cur_out_rows + r0, n, H);
         ops->rmsnorm(m->be, ws->final_h, ws->final_h, m->norm, n, H, c->norm_eps);
+        size_t bytes = (size_t)n * nv * sizeof(float);
         if (lo->tp == 1) {
-            ops->matmul(m->be, logits + (size_t)r0 * V, ws->final_h, m->lm_head, NULL, n, V, H, 0);
+            /* host: straight into the caller's rows; device: through logits_local */
+            float *dst = m->dev ? ws->logits_local : logits + (size_t)r0 * V;
+            ops->matmul(m->be, dst, ws->final_h, m->lm_head, NULL, n, V, H, 0);
+            if (m->dev) fetch(m, logits + (size_t)r0 * V, dst, bytes);
             continue;
         }
         ops->matmul(m->be, ws->logits_local, ws->final_h, m->lm_head, NULL, n, nv, H, 0);
         mr_comm *tc = m->opt.shard.tp_comm;
-        MR_CHECK(tc->ops->allgather(tc, ws->logits_local, ws->logits_all, (size_t)n * nv * sizeof(float)));
+        if (m->dev && tc->device_memory) {
+            MR_CHECK(tc->ops->allgather(tc, ws->logits_local, ws->logits_all, bytes));
+            fetch(m, ws->h_logits_all, ws->logits_all, (size_t)lo->tp * bytes);
+        } else {
+            fetch(m, ws->h_logits_local, ws->logits_local, bytes);
+            MR_CHECK(tc->ops->allgather(tc, ws->h_logits_local, ws->h_logits_all, bytes));
+        }
         for (int r = 0; r < lo->tp; r++)
             for (int i = 0; i < n; i++)
-                memcpy(logits + (size_t)(r0 + i) * V + (size_t)r * nv, ws->logits_all + ((size_t)r * n + i) * nv,
+                memcpy(logits + (size_t)(r0 + i) * V + (size_t)r * nv, ws->h_logits_all + ((size_t)r * n + i) * nv,
                        (size_t)nv * sizeof(float));
     }
     return MR_OK;
@@ -553,6 +625,15 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
     mr_workspace *ws = &m->ws;
     int T = b->ntok, H = c->hidden;
     m->step_expert_bytes = 0;
+    /* the step's int arrays in backend memory */
+    if (m->dev) {
+        put(m, ws->slot, b->slot, (size_t)T * sizeof(int32_t));
+        put(m, ws->pos, b->pos, (size_t)T * sizeof(int32_t));
+        put(m, ws->out_rows, b->out_rows, (size_t)b->n_out * sizeof(int32_t));
+        m->cur_slot = ws->slot, m->cur_pos = ws->pos, m->cur_out_rows = ws->out_rows;
+    } else {
+        m->cur_slot = b->slot, m->cur_pos = b->pos, m->cur_out_rows = b->out_rows;
+    }
     if (T == 0) { /* nothing to compute, but the expert exchanges need us */
         if (lo->ep > 1)
             for (int l = lo->lb; l < lo->le; l++)

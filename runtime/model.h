@@ -29,6 +29,11 @@ typedef struct mr_model_shard {
     int ep, ep_rank;
     mr_comm *tp_comm;           /* tp > 1 */
     mr_comm *ep_comm;           /* ep > 1 */
+    /* ep > 1 with a device communicator as ep_comm (NCCL): the same group
+     * on host memory (MPI) for the routing metadata (counts, expert ids);
+     * NULL: ep_comm.  A communicator whose device_memory is 0 is given host
+     * buffers: on a GPU backend the model stages its rows through the host. */
+    mr_comm *ep_comm_host;
     /* The tensor group's all-reduce engine (tp > 1; NULL: the communicator's
      * own exact all-reduce).  With its overlap on, the row-parallel GEMMs
      * (attention output, dense MLP down) run in token chunks, each chunk's
@@ -83,8 +88,13 @@ uint64_t mr_model_step_weight_bytes(const mr_model *m);
  * rows in mr_model_activations().  A batch of 0 tokens still joins the
  * expert exchanges (ep > 1). */
 mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits);
-/* (max_step_tokens, hidden) host buffer of the activations between stages. */
+/* (max_step_tokens, hidden) host buffer of the activations between stages.
+ * On a device backend it is a host mirror: after a forward call
+ * mr_model_activations_move(m, T, 0) before reading it, and after filling
+ * it mr_model_activations_move(m, T, 1) before the forward (no-ops on the
+ * CPU, where the buffer is the model's own). */
 float *mr_model_activations(mr_model *m);
+void mr_model_activations_move(mr_model *m, int ntok, int to_device);
 int mr_model_is_first_stage(const mr_model *m);
 int mr_model_is_last_stage(const mr_model *m);
 /* Routed tokens each local expert computed so far (n_local_experts values),
