@@ -1,5 +1,6 @@
 # GPU tests (label gpu): the CUDA backend against the CPU backend, op by op,
-# and the block codecs against runtime/compress.c byte for byte.  Built when
+# the block codecs against runtime/compress.c byte for byte, and the model on
+# the CUDA backend against the transformers fixtures.  Built when
 # nvcc is found; exits 77 (skipped) on a machine without a CUDA device.
 # gpu-floors (memory bandwidth, cuBLAS GEMM rates) is a program, not a test:
 # tests/gpu/run.sh runs it on the GPU machine.
@@ -14,6 +15,14 @@ target_include_directories(test-gpu-ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit
 target_link_libraries(test-gpu-ops PRIVATE mr_kernels_cuda mr_kernels mr_runtime)
 add_test(NAME test-gpu-ops COMMAND test-gpu-ops)
 set_tests_properties(test-gpu-ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 600)
+
+# The transformers reference checks (tests.cmake's check-reference) on the
+# CUDA backend: same fixtures, fp32, tolerance 1e-4, identical greedy ids.
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME reference-gpu-${fx} COMMAND check-reference --backend cuda
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-gpu-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
+endforeach()
 
 add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
 set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)

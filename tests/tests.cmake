@@ -4,6 +4,13 @@ add_executable(check-reference ${CMAKE_CURRENT_SOURCE_DIR}/reference/check-refer
 mr_target_defaults(check-reference)
 target_include_directories(check-reference PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
 target_link_libraries(check-reference PRIVATE mr_runtime)
+# --backend cuda needs the CUDA backend: linked (and MR_REFERENCE_CUDA set)
+# only when CMake built it; otherwise that option exits 77.  The ctests
+# reference-gpu-<fixture> are registered in gpu.cmake.
+if(TARGET mr_kernels_cuda)
+  target_link_libraries(check-reference PRIVATE mr_kernels_cuda)
+  target_compile_definitions(check-reference PRIVATE MR_REFERENCE_CUDA=1)
+endif()
 foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   add_test(NAME reference-${fx} COMMAND check-reference ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
   set_tests_properties(reference-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)

@@ -8,7 +8,8 @@
  * Tolerances: fp32 ops 1e-5 (the two backends sum in different orders);
  * bf16 matmul 1e-2 against the CPU's fp32 product and 1e-5 against a double
  * product of the bf16-rounded inputs; gather, the codecs and the bf16
- * conversion exact; router ids exact.
+ * conversion exact; router ids exact; zero, copy_rows and cache_write exact
+ * over the whole buffer, guard values around the written region included.
  *
  * Exits 77 (skipped) when there is no CUDA device.  Plain C, no MPI: it is
  * built by CMake (tests/gpu.cmake) or by tests/gpu/run.sh's plain command
@@ -359,6 +360,144 @@ static void test_activations(void) {
     }
 }
 
+/* ---- zero, copy_rows, cache_write ---------------------------------------
+ * Data movement, so bit-exact.  The destination starts as random guard
+ * values in [0.5, 1] with PAD floats before and after the region the op may
+ * write (sources are in [2, 3], so the CPU result tells which elements an op
+ * wrote: those that changed).  Both backends start from the same bytes and
+ * the whole buffer must match: the written elements and the guards. */
+
+#define PAD 37
+
+/* Whole buffers: g (CUDA) against c (CPU), init the common start. */
+static void compare_guarded(const char *op, const char *shape, const float *g, const float *c,
+                            const float *init, size_t n) {
+    size_t bad_in = 0, bad_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&g[i], &c[i], sizeof *g) == 0) continue;
+        int written = memcmp(&c[i], &init[i], sizeof *c) != 0;
+        size_t *bad = written ? &bad_in : &bad_out;
+        if (*bad < 3)
+            fprintf(stderr, "  %s %s: [%zu] %s: gpu %.9g cpu %.9g\n", op, shape, i,
+                    written ? "written" : "guard", g[i], c[i]);
+        (*bad)++;
+    }
+    row(op, shape, (double)(bad_in + bad_out), 0.0, bad_in + bad_out == 0);
+    CHECK(bad_in == 0, "%s %s: %zu written elements differ from the CPU", op, shape, bad_in);
+    CHECK(bad_out == 0, "%s %s: %zu guard elements changed", op, shape, bad_out);
+}
+
+static void test_zero(void) {
+    static const size_t S[] = {0, 1, 255, 256, 257, (1u << 20) + 3};
+    for (size_t c = 0; c < sizeof S / sizeof S[0]; c++) {
+        size_t n = S[c], tot = n + 2 * PAD;
+        float *init = falloc(tot), *yc = falloc(tot), *yg = falloc(tot);
+        fill(init, tot, 0.5f, 1);
+        memcpy(yc, init, tot * 4);
+        float *dy = gput(init, tot * 4);
+        C.ops->zero(&C, yc + PAD, n);
+        G.ops->zero(&G, dy + PAD, n);
+        gget(yg, dy, tot * 4);
+        char shape[64];
+        snprintf(shape, sizeof shape, "n=%zu", n);
+        compare_guarded("zero", shape, yg, yc, init, tot);
+        gfree_all();
+        free(init), free(yc), free(yg);
+    }
+}
+
+static void test_copy_rows(void) {
+    static const struct { int rows, cols; size_t dst_ld, src_ld; } S[] = {
+        {1, 1, 1, 1},       {3, 5, 5, 5},          {7, 13, 20, 17},   {5, 33, 33, 64},
+        {17, 1, 3, 1},      {64, 576, 1152, 600},  {3, 4097, 4100, 5000},
+        {0, 5, 8, 8} /* no rows */, {4, 0, 8, 8} /* no cols */,
+    };
+    for (size_t c = 0; c < sizeof S / sizeof S[0]; c++) {
+        int rows = S[c].rows, cols = S[c].cols;
+        size_t dld = S[c].dst_ld, sld = S[c].src_ld;
+        size_t nd = (size_t)rows * dld + 2 * PAD, ns = (size_t)rows * sld + 1;
+        float *init = falloc(nd), *dc = falloc(nd), *dg = falloc(nd);
+        float *src = falloc(ns), *sg = falloc(ns);
+        fill(init, nd, 0.5f, 1);
+        fill(src, ns, 2, 3);
+        memcpy(dc, init, nd * 4);
+        float *ddst = gput(init, nd * 4), *dsrc = gput(src, ns * 4);
+        C.ops->copy_rows(&C, dc + PAD, dld, src, sld, rows, cols);
+        G.ops->copy_rows(&G, ddst + PAD, dld, dsrc, sld, rows, cols);
+        gget(dg, ddst, nd * 4);
+        gget(sg, dsrc, ns * 4);
+        char shape[80];
+        snprintf(shape, sizeof shape, "%dx%d dst_ld=%zu src_ld=%zu", rows, cols, dld, sld);
+        compare_guarded("copy_rows", shape, dg, dc, init, nd);
+        CHECK(memcmp(sg, src, ns * 4) == 0, "copy_rows %s: the source changed", shape);
+        gfree_all();
+        free(init), free(dc), free(dg), free(src), free(sg);
+    }
+}
+
+/* src_off places the source inside a wider row (q|k|v, c_kv|k_pe); the
+ * (slot, pos) pairs are distinct and in random order. */
+static void test_cache_write(void) {
+    static const struct {
+        const char *what;
+        size_t row, col, dst_hs, src_ld, src_hs, src_off;
+        int nslot, ctx, ntok, nheads, width;
+    } W[] = {
+        {"GQA k: 2 heads x 16, src in q|k|v", 32, 0, 16, 96, 16, 64, 3, 8, 5, 2, 16},
+        {"odd: 3 heads x 7, col 5, hs 8/9", 29, 5, 8, 31, 9, 2, 2, 5, 6, 3, 7},
+        {"MLA k_pe: src_hs 0 into 4 heads", 96, 16, 24, 40, 0, 32, 3, 6, 4, 4, 8},
+        {"MLA latent: 1 head x 576 (> 256 threads)", 576, 0, 0, 600, 0, 0, 2, 40, 33, 1, 576},
+        {"prefill: 64 tokens, 128 heads x 64", 8192, 0, 64, 3 * 8192, 64, 8192, 2, 100, 64, 128, 64},
+        {"width 1, 5 heads, col 1, dst_hs 3", 16, 1, 3, 5, 1, 0, 2, 7, 9, 5, 1},
+        {"ntok = 0", 16, 0, 8, 16, 8, 0, 2, 4, 0, 2, 8},
+        {"nheads = 0", 16, 0, 8, 16, 8, 0, 2, 4, 2, 0, 8},
+    };
+    for (size_t c = 0; c < sizeof W / sizeof W[0]; c++) {
+        int ntok = W[c].ntok, nsp = W[c].nslot * W[c].ctx;
+        size_t ncache = (size_t)nsp * W[c].row + 2 * PAD;
+        size_t nsrc = W[c].src_off + (size_t)(ntok > 0 ? ntok : 1) * W[c].src_ld;
+        float *init = falloc(ncache), *kc = falloc(ncache), *kg = falloc(ncache);
+        float *src = falloc(nsrc), *sg = falloc(nsrc);
+        int32_t *perm = xmalloc((size_t)nsp * 4), *slot = xmalloc((size_t)nsp * 4);
+        int32_t *pos = xmalloc((size_t)nsp * 4);
+        for (int i = 0; i < nsp; i++) perm[i] = i;
+        for (int i = nsp - 1; i > 0; i--) {
+            int j = irand(i + 1);
+            int32_t tmp = perm[i];
+            perm[i] = perm[j], perm[j] = tmp;
+        }
+        for (int t = 0; t < nsp; t++) slot[t] = perm[t] / W[c].ctx, pos[t] = perm[t] % W[c].ctx;
+        fill(init, ncache, 0.5f, 1);
+        fill(src, nsrc, 2, 3);
+        memcpy(kc, init, ncache * 4);
+        float *dcache = gput(init, ncache * 4), *dsrc = gput(src, nsrc * 4);
+        int32_t *dslot = gput(slot, (size_t)nsp * 4), *dpos = gput(pos, (size_t)nsp * 4);
+        C.ops->cache_write(&C, kc + PAD, W[c].row, W[c].ctx, W[c].col, W[c].dst_hs,
+                           src + W[c].src_off, W[c].src_ld, W[c].src_hs, slot, pos, ntok,
+                           W[c].nheads, W[c].width);
+        G.ops->cache_write(&G, dcache + PAD, W[c].row, W[c].ctx, W[c].col, W[c].dst_hs,
+                           dsrc + W[c].src_off, W[c].src_ld, W[c].src_hs, dslot, dpos, ntok,
+                           W[c].nheads, W[c].width);
+        gget(kg, dcache, ncache * 4);
+        gget(sg, dsrc, nsrc * 4);
+        compare_guarded("cache_write", W[c].what, kg, kc, init, ncache);
+        CHECK(memcmp(sg, src, nsrc * 4) == 0, "cache_write %s: the source changed", W[c].what);
+        gfree_all();
+        free(init), free(kc), free(kg), free(src), free(sg), free(perm), free(slot), free(pos);
+    }
+    /* More heads than a grid's y dimension takes are refused, not run. */
+    G.ops->cache_write(&G, NULL, 1, 1, 0, 1, NULL, 1, 1, NULL, NULL, 1, 65536, 1);
+    expect_error("cache_write 65536 heads", "cuda-elementwise.cu");
+}
+
+/* The model reads backend memory directly only when the backend says so. */
+static void test_host_memory(void) {
+    int ok = G.ops->host_memory == 0 && C.ops->host_memory == 1;
+    printf("%-22s %-46s %11s %9s  %s\n", "host_memory", "CUDA 0, CPU 1", "-", "-", ok ? "ok" : "FAIL");
+    CHECK(G.ops->host_memory == 0, "CUDA backend host_memory = %d (want 0)", G.ops->host_memory);
+    CHECK(C.ops->host_memory == 1, "CPU backend host_memory = %d (want 1)", C.ops->host_memory);
+}
+
 /* ---- rope and attention ------------------------------------------------- */
 
 static void test_rope(void) {
@@ -596,6 +735,10 @@ int main(void) {
     test_add_scale();
     test_gather_scatter();
     test_activations();
+    test_host_memory();
+    test_zero();
+    test_copy_rows();
+    test_cache_write();
     test_rope();
     test_attention();
     test_route();

@@ -6,7 +6,11 @@
  *   3. 16-token greedy continuations through the engine: all prompts
  *      together, each alone, and under continuous batching with max batch 2
  *      and a small token budget (chunked prefill) — identical ids.
- * usage: check-reference FIXTURE_DIR */
+ * usage: check-reference [--backend cpu|cuda] FIXTURE_DIR
+ * The same checks on either backend (fp32 weights on both, same tolerance).
+ * --backend cuda exits 77 (skipped) with a one-line reason when the build
+ * has no CUDA backend (MR_REFERENCE_CUDA unset: no mr_kernels_cuda target) or
+ * the machine has no CUDA device; MR_CUDA_DEVICE picks the device. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +22,9 @@
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
+#ifdef MR_REFERENCE_CUDA
+#include "kernels/cuda/cuda-backend.h"
+#endif
 
 #define MAXP 16
 #define TOL 1e-4
@@ -104,12 +111,60 @@ static void check_greedy(mr_model *m, const int *which, int nw, int max_batch, i
     ref_check_greedy(&seqs, m, which, nw, max_batch, budget, label);
 }
 
+/* The backend named on the command line: 0 started, 77 skipped (the
+ * reason printed on one line), 1 failed. */
+static int backend_init(mr_backend *be, int cuda) {
+    if (!cuda) return mr_backend_cpu_init(be, 2) == 0 ? 0 : 1;
+#ifdef MR_REFERENCE_CUDA
+    const char *why = NULL;
+    if (mr_cuda_device_count(&why) <= 0) {
+        printf("check-reference: no CUDA device (%s): skipped\n", why ? why : "none");
+        return 77;
+    }
+    const char *env = getenv("MR_CUDA_DEVICE");
+    if (mr_backend_cuda_init(be, env && *env ? atoi(env) : 0) != 0) {
+        fprintf(stderr, "check-reference: CUDA backend: %s\n", mr_backend_cuda_error(be));
+        return 1;
+    }
+    return 0;
+#else
+    (void)be;
+    printf("check-reference: built without the CUDA backend (MR_WITH_CUDA off or no nvcc at configure time): skipped\n");
+    return 77;
+#endif
+}
+
+static void backend_free(mr_backend *be, int cuda) {
+#ifdef MR_REFERENCE_CUDA
+    if (cuda) {
+        be->ops->sync(be);
+        const char *err = mr_backend_cuda_error(be);
+        CHECK(err == NULL, "CUDA backend error after the run: %s", err);
+        mr_backend_cuda_free(be);
+        return;
+    }
+#endif
+    (void)cuda;
+    mr_backend_cpu_free(be);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]); return 2; }
+    const char *bname = "cpu";
+    if (argc == 4 && strcmp(argv[1], "--backend") == 0) {
+        bname = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc != 2 || (strcmp(bname, "cpu") != 0 && strcmp(bname, "cuda") != 0)) {
+        fprintf(stderr, "usage: check-reference [--backend cpu|cuda] FIXTURE_DIR\n");
+        return 2;
+    }
     const char *dir = argv[1];
-    load_expected(dir);
+    int cuda = strcmp(bname, "cuda") == 0;
     mr_backend be;
-    if (mr_backend_cpu_init(&be, 2) != 0) return 1;
+    int rc = backend_init(&be, cuda);
+    if (rc != 0) return rc;
+    load_expected(dir);
     int total = 0, maxlen = 0;
     for (int i = 0; i < np; i++) {
         total += plen[i];
@@ -122,7 +177,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const mr_model_config *c = mr_model_get_config(m);
-    printf("%s: %s, %d layers, %d prompts\n", dir, c->model_type, c->n_layers, np);
+    printf("%s: %s, %d layers, %d prompts, %s backend\n", dir, c->model_type, c->n_layers, np, bname);
     load_ref_logits(dir, c->vocab);
 
     int all[MAXP];
@@ -134,7 +189,7 @@ int main(int argc, char **argv) {
     check_greedy(m, all, np, 2, 5, "greedy continuous (batch 2, budget 5)");
 
     mr_model_free(m);
-    mr_backend_cpu_free(&be);
+    backend_free(&be, cuda);
     for (int i = 0; i < np; i++) {
         free(prompt[i]);
         free(greedy[i]);

@@ -3,7 +3,9 @@
  * its tolerance relative to max |reference| and prints the first mismatches;
  * exact identities (rope at position 0, equal keys in attention, ties in the
  * router) are checked as well, and ops whose result must not depend on the
- * thread count are run with 1 and 3 threads and compared bit for bit. */
+ * thread count are run with 1 and 3 threads and compared bit for bit.  The
+ * data-movement ops (zero, copy_rows, cache_write) must match bit for bit and
+ * leave guard values around the region they write untouched. */
 #include "harness.h"
 #define MR_TEST_RAND_SEED 0x9e3779b97f4a7c15ull
 #include "test-rand.h"
@@ -65,6 +67,7 @@ static void test_memory(void) {
     B.ops->download(&B, dst, d, sizeof src);
     CHECK(memcmp(src, dst, sizeof src) == 0, "upload/download round trip");
     B.ops->free(&B, d);
+    CHECK(B.ops->host_memory == 1, "CPU backend host_memory = %d", B.ops->host_memory);
     CHECK(B.threads >= 1 && B1.threads == 1 && B3.threads == 3, "threads %d %d %d",
           B.threads, B1.threads, B3.threads);
 }
@@ -503,6 +506,135 @@ static void test_gather_scatter(void) {
     }
 }
 
+/* ---- zero, copy_rows, cache_write ---------------------------------------
+ * Pure data movement, so exact: each op runs on a buffer of random guard
+ * values with PAD floats on both sides of the region it may write, and the
+ * whole buffer must equal the plain reference bit for bit: the written
+ * elements hold the source, every other element keeps its guard. */
+
+#define PAD 37
+
+/* Elements of got that differ (bitwise) from want inside the written region
+ * (mask 1) and outside it (mask 0); prints the first few of each. */
+static void cmp_guarded(const char *what, const float *got, const float *want,
+                        const unsigned char *mask, size_t n) {
+    size_t bad_in = 0, bad_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof *got) == 0) continue;
+        size_t *bad = mask[i] ? &bad_in : &bad_out;
+        if (*bad < 3)
+            fprintf(stderr, "  %s: [%zu] %s: got %.9g want %.9g\n", what, i,
+                    mask[i] ? "written" : "guard", got[i], want[i]);
+        (*bad)++;
+    }
+    CHECK(bad_in == 0, "%s: %zu written elements differ from the reference", what, bad_in);
+    CHECK(bad_out == 0, "%s: %zu elements outside the region were touched", what, bad_out);
+}
+
+static void test_zero(void) {
+    static const size_t sizes[] = {0, 1, 7, 1001, 100003};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s], tot = n + 2 * PAD;
+        float *y = falloc(tot), *want = falloc(tot);
+        unsigned char *mask = calloc(tot, 1);
+        fill(y, tot, -1, 1);
+        memcpy(want, y, tot * sizeof *y);
+        for (size_t i = PAD; i < PAD + n; i++) want[i] = 0.0f, mask[i] = 1;
+        B.ops->zero(&B, y + PAD, n);
+        char what[64];
+        snprintf(what, sizeof what, "zero n=%zu", n);
+        cmp_guarded(what, y, want, mask, tot);
+        free(y); free(want); free(mask);
+    }
+}
+
+static void test_copy_rows(void) {
+    static const struct { int rows, cols; size_t dst_ld, src_ld; } S[] = {
+        {1, 1, 1, 1},    {3, 5, 5, 5},      {7, 13, 20, 17},  {5, 33, 33, 64},
+        {17, 1, 3, 1},   {2, 4097, 4100, 4097}, {0, 5, 8, 8} /* no rows */,
+        {4, 0, 8, 8} /* no cols */,
+    };
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int rows = S[s].rows, cols = S[s].cols;
+        size_t dld = S[s].dst_ld, sld = S[s].src_ld;
+        size_t nd = (size_t)rows * dld + 2 * PAD, ns = (size_t)rows * sld + 1;
+        float *dst = falloc(nd), *want = falloc(nd), *src = falloc(ns), *src0 = falloc(ns);
+        unsigned char *mask = calloc(nd, 1);
+        fill(dst, nd, -1, 1);
+        fill(src, ns, 2, 3);
+        memcpy(want, dst, nd * sizeof *dst);
+        memcpy(src0, src, ns * sizeof *src);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                size_t i = PAD + (size_t)r * dld + c;
+                want[i] = src[(size_t)r * sld + c];
+                mask[i] = 1;
+            }
+        B.ops->copy_rows(&B, dst + PAD, dld, src, sld, rows, cols);
+        char what[96];
+        snprintf(what, sizeof what, "copy_rows %dx%d dst_ld=%zu src_ld=%zu", rows, cols, dld, sld);
+        cmp_guarded(what, dst, want, mask, nd);
+        CHECK(memcmp(src, src0, ns * sizeof *src) == 0, "%s: source changed", what);
+        free(dst); free(want); free(src); free(src0); free(mask);
+    }
+}
+
+/* Cases: slots and positions in scrambled order, never the same (slot, pos)
+ * twice; src_off places the source inside a wider row (q|k|v, c_kv|k_pe). */
+typedef struct {
+    const char *name;
+    size_t row, col, dst_hs, src_ld, src_hs, src_off;
+    int nslot, ctx, ntok, nheads, width;
+    int32_t slot[8], pos[8];
+} cw_case;
+
+static const cw_case CW[] = {
+    {"GQA k: 2 heads x 16, src in q|k|v", 32, 0, 16, 96, 16, 64, 3, 8, 5, 2, 16,
+     {1, 0, 2, 1, 0}, {3, 7, 0, 2, 1}},
+    {"odd: 3 heads x 7, col 5, dst_hs 8, src_hs 9", 29, 5, 8, 31, 9, 2, 2, 5, 6, 3, 7,
+     {1, 1, 0, 1, 0, 0}, {4, 0, 2, 3, 1, 4}},
+    {"MLA k_pe: src_hs 0 into 4 heads", 96, 16, 24, 40, 0, 32, 3, 6, 4, 4, 8,
+     {2, 0, 1, 2}, {5, 0, 3, 1}},
+    {"MLA latent: 1 head x 20, col 0", 28, 0, 0, 27, 0, 0, 2, 9, 7, 1, 20,
+     {0, 1, 1, 0, 0, 1, 0}, {8, 0, 8, 2, 0, 5, 1}},
+    {"decode: last and first positions", 12, 4, 4, 8, 4, 0, 4, 10, 4, 2, 3,
+     {3, 0, 2, 1}, {9, 0, 9, 4}},
+    {"ntok = 0", 16, 0, 8, 16, 8, 0, 2, 4, 0, 2, 8, {0}, {0}},
+    {"nheads = 0", 16, 0, 8, 16, 8, 0, 2, 4, 2, 0, 8, {0, 1}, {1, 2}},
+};
+
+static void cache_write_case(const cw_case *c) {
+    size_t ncache = (size_t)c->nslot * c->ctx * c->row + 2 * PAD;
+    size_t nsrc = c->src_off + (size_t)(c->ntok > 0 ? c->ntok : 1) * c->src_ld;
+    float *cache = falloc(ncache), *want = falloc(ncache);
+    float *src = falloc(nsrc), *src0 = falloc(nsrc);
+    unsigned char *mask = calloc(ncache, 1);
+    fill(cache, ncache, -1, 1);
+    fill(src, nsrc, 2, 3);
+    memcpy(want, cache, ncache * sizeof *cache);
+    memcpy(src0, src, nsrc * sizeof *src);
+    const float *s = src + c->src_off;
+    for (int t = 0; t < c->ntok; t++)
+        for (int h = 0; h < c->nheads; h++)
+            for (int i = 0; i < c->width; i++) {
+                size_t d = PAD + ((size_t)c->slot[t] * c->ctx + c->pos[t]) * c->row + c->col +
+                           h * c->dst_hs + i;
+                want[d] = s[t * c->src_ld + h * c->src_hs + i];
+                mask[d] = 1;
+            }
+    B.ops->cache_write(&B, cache + PAD, c->row, c->ctx, c->col, c->dst_hs, s, c->src_ld,
+                       c->src_hs, c->slot, c->pos, c->ntok, c->nheads, c->width);
+    char what[96];
+    snprintf(what, sizeof what, "cache_write %s", c->name);
+    cmp_guarded(what, cache, want, mask, ncache);
+    CHECK(memcmp(src, src0, nsrc * sizeof *src) == 0, "%s: source changed", what);
+    free(cache); free(want); free(src); free(src0); free(mask);
+}
+
+static void test_cache_write(void) {
+    for (size_t c = 0; c < sizeof CW / sizeof CW[0]; c++) cache_write_case(&CW[c]);
+}
+
 /* ---- router ------------------------------------------------------------- */
 
 typedef struct { double v; int i; } keyed;
@@ -660,6 +792,9 @@ int main(void) {
     test_sigmoid_gate_add();
     test_add_scale();
     test_gather_scatter();
+    test_zero();
+    test_copy_rows();
+    test_cache_write();
     test_route();
     mr_backend_cpu_free(&B1);
     mr_backend_cpu_free(&B3);
