@@ -565,6 +565,7 @@ int mr_cmd_generate(int argc, char **argv) {
     /* ---- everything every rank checks alike ---- */
     mr_plan_init(&j.plan);
     if (plan_path) MR_CHECK_GOTO(mr_plan_load(&j.plan, plan_path), st, fail);
+    MR_CHECK_GOTO(mr_plan_env(&j.plan), st, fail);
     for (int i = 0; i < n_sets; i++) MR_CHECK_GOTO(mr_plan_set(&j.plan, sets[i].key, sets[i].val), st, fail);
     if (!j.plan.model[0] || !j.plan.input[0] || !j.plan.output[0]) {
         st = mr_error(MR_ERR_INPUT, "--model, --input and --output are required (or model/input/output in the plan)");
