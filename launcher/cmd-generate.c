@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "launcher/commands.h"
+#include "launcher/generate-device.h"
 #include "launcher/generate-job.h"
 #include "runtime/allreduce.h"
 #include "runtime/comm.h"
@@ -72,6 +73,12 @@ static void usage(FILE *f) {
             "placement (plan keys, see `moerun topo --help`): each rank is bound next to its GPU or to\n"
             "  its share of the node (--set topology.bind=auto|force|none), ranks are renumbered so that\n"
             "  tensor groups sit inside nodes (a warning, or an error with --set topology.strict=true)\n"
+            "device (plan key runtime.device, or MR_DEVICE in the environment; the command line wins):\n"
+            "  --set runtime.device=auto|cpu|cuda  auto (default): cuda when this moerun has CUDA and every\n"
+            "                         rank sees a GPU, else cpu; cuda without one is an error (exit 2).\n"
+            "                         Each rank takes its placement's GPU (by PCI bus id), else local rank\n"
+            "                         mod the visible GPUs (CUDA_VISIBLE_DEVICES); tensor and expert groups\n"
+            "                         use NCCL when every rank has its own GPU (comm.backend=auto|nccl|mpi)\n"
             "request defaults (a request's own fields win):\n"
             "  --max-tokens N         tokens to generate (default 128)\n"
             "  --temperature T        0 = greedy (default 0)\n"
@@ -150,6 +157,11 @@ static const char *plan_key_of(int opt) {
 
 typedef struct job {
     mr_comm *world, *tp, *pipe, *ep, *lock, *sched;
+    /* The model's tensor and expert communicators: NCCL ones on GPUs when
+     * usable (owned here, over tp and ep, which must outlive them), else
+     * tp and ep themselves. */
+    mr_comm *tp_dev, *ep_dev;
+    int tp_nccl, ep_nccl;
     mr_comm *mpi_world; /* MPI's numbering, when world is renumbered for the topology */
     mr_plan plan;
     mr_rank_coords me;
@@ -346,6 +358,8 @@ static double comm_seconds(const job *j) {
     const mr_comm *c[] = {j->world, j->tp, j->pipe, j->ep, j->lock, j->sched};
     double s = 0;
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) s += c[i] ? c[i]->busy_s : 0;
+    if (j->tp_nccl) s += j->tp_dev->busy_s;
+    if (j->ep_nccl) s += j->ep_dev->busy_s;
     return s;
 }
 
@@ -556,6 +570,7 @@ int mr_cmd_generate(int argc, char **argv) {
     mr_engine_stats stats = {0};
     int n_total = 0, n_before = 0, exit_code = 0;
     mr_topo_job topo = {0};
+    mr_gen_device dev = {.kind = MR_DEVICE_CPU, .device = -1};
     char early_nic[256] = "";
     export_nic_early(plan_path, sets, n_sets, early_nic, sizeof early_nic);
     MR_CHECK_GOTO(mr_comm_mpi_init(&argc, &argv, &j.world), st, fail);
@@ -565,6 +580,7 @@ int mr_cmd_generate(int argc, char **argv) {
     /* ---- everything every rank checks alike ---- */
     mr_plan_init(&j.plan);
     if (plan_path) MR_CHECK_GOTO(mr_plan_load(&j.plan, plan_path), st, fail);
+    MR_CHECK_GOTO(mr_plan_env(&j.plan), st, fail);
     for (int i = 0; i < n_sets; i++) MR_CHECK_GOTO(mr_plan_set(&j.plan, sets[i].key, sets[i].val), st, fail);
     if (!j.plan.model[0] || !j.plan.input[0] || !j.plan.output[0]) {
         st = mr_error(MR_ERR_INPUT, "--model, --input and --output are required (or model/input/output in the plan)");
@@ -574,6 +590,7 @@ int mr_cmd_generate(int argc, char **argv) {
     have_cfg = 1;
     MR_CHECK_GOTO(mr_plan_check(&j.plan, &cfg, j.world->size), st, fail);
     MR_CHECK_GOTO(place_ranks(&j, &topo, quiet, early_nic), st, fail);
+    MR_CHECK_GOTO(mr_gen_device_choose(j.world, &j.plan, &topo, quiet, &dev), st, fail);
     mr_allreduce_opts aro;
     mr_allreduce_opts_from_plan(&aro, &j.plan);
     MR_CHECK_GOTO(mr_allreduce_opts_from_env(&aro), st, fail);
@@ -619,7 +636,13 @@ int mr_cmd_generate(int argc, char **argv) {
         }
     }
     int threads = j.plan.runtime.threads ? j.plan.runtime.threads : topo.threads;
-    if (mr_backend_cpu_init(&be, threads) != 0) { st = mr_error(MR_ERR_INTERNAL, "cannot start the CPU backend"); goto fail; }
+    MR_CHECK_GOTO(mr_gen_backend_init(&be, &dev, threads), st, fail);
+    /* The all-reduce engine stays on the MPI tensor group (host buffers:
+     * the model stages through the host for it). */
+    MR_CHECK_GOTO(mr_gen_device_comm(j.tp, &dev, &j.plan, &be, "tensor", j.world->rank == 0 && !quiet, &j.tp_dev,
+                                     &j.tp_nccl), st, fail);
+    MR_CHECK_GOTO(mr_gen_device_comm(j.ep, &dev, &j.plan, &be, "expert", j.world->rank == 0 && !quiet, &j.ep_dev,
+                                     &j.ep_nccl), st, fail);
     if (j.world->rank == 0 && !quiet) {
         MR_INFO("plan: %d ranks = data %d x pipeline %d x tensor %d, expert groups of %d, %d micro-batches",
                 j.world->size, j.plan.parallel.data, j.plan.parallel.pipeline, j.plan.parallel.tensor,
@@ -636,7 +659,7 @@ int mr_cmd_generate(int argc, char **argv) {
         .seed = (uint64_t)wseed,
         .shard = {.tp = j.plan.parallel.tensor, .tp_rank = j.me.tensor_i, .layer_begin = first,
                   .layer_end = first + count, .ep = j.plan.parallel.expert, .ep_rank = j.me.expert_i,
-                  .tp_comm = j.tp, .ep_comm = j.ep, .tp_ar = tp_ar, .ep_overlap = aro.overlap},
+                  .tp_comm = j.tp_dev, .ep_comm = j.ep_dev, .tp_ar = tp_ar, .ep_overlap = aro.overlap},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
     /* Failure-path tests: one rank finds no checkpoint where the others do. */
@@ -692,8 +715,10 @@ cleanup:
     mr_requests_free(all, n_all);
     mr_requests_free(mine, n_mine);
     if (have_cfg) mr_config_free(&cfg);
-    if (be.ops) mr_backend_cpu_free(&be);
     mr_allreduce_destroy(tp_ar);
+    if (j.tp_nccl) mr_comm_destroy(j.tp_dev);
+    if (j.ep_nccl) mr_comm_destroy(j.ep_dev);
+    mr_gen_backend_free(&be, &dev);
     mr_comm_destroy(j.tp);
     mr_comm_destroy(j.pipe);
     mr_comm_destroy(j.ep);

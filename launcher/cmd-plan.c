@@ -24,6 +24,8 @@ static void usage(FILE *f) {
             "  -h, --help         this text\n"
             "\n"
             "Without a model (none in the plan, none given) only the layout is checked.\n"
+            "runtime.device (auto | cpu | cuda, or MR_DEVICE in the environment) is printed as set:\n"
+            "whether a GPU is there is checked by `moerun generate` on the ranks, not here.\n"
             "Exit status: 0 the plan fits, 2 it does not (the message says why and what would fit),\n"
             "1 internal failure.\n");
 }
@@ -76,6 +78,7 @@ static int check(int argc, char **argv) {
     mr_model_config cfg;
     int have_cfg = 0;
     mr_status st = mr_plan_load(plan, path);
+    if (st == MR_OK) st = mr_plan_env(plan);
     if (st == MR_OK && model) st = mr_plan_set(plan, "model", model);
     for (int i = 0; i < n_sets && st == MR_OK; i++) {
         char key[128];

@@ -35,6 +35,7 @@ static const char *const algo_names[MR_AR_ALGO_COUNT] = {"auto", "ring", "two_sh
 static const char *const compression_names[MR_COMPRESSION_COUNT] = {"none", "bf16", "fp16", "int8", "int4"};
 static const char *const bind_names[MR_TOPO_BIND_POLICY_COUNT] = {"auto", "none", "force"};
 static const char *const gpu_names[MR_TOPO_GPU_POLICY_COUNT] = {"local_rank", "numa"};
+static const char *const device_names[MR_DEVICE_KIND_COUNT] = {"auto", "cpu", "cuda"};
 
 #define SIZE_MAX_RANKS (1 << 16) /* per dimension; the product is checked too */
 #define BIG (1 << 30)
@@ -70,6 +71,7 @@ static const keydef keys[MR_PLAN_KEY_COUNT] = {
     [MR_PLAN_KEY_TOPO_BIND] = {"topology.bind", T_ENUM, 0, 0, 0, 0, 0, bind_names, MR_TOPO_BIND_POLICY_COUNT},
     [MR_PLAN_KEY_TOPO_GPU] = {"topology.gpu", T_ENUM, 0, 0, 0, 0, 0, gpu_names, MR_TOPO_GPU_POLICY_COUNT},
     [MR_PLAN_KEY_TOPO_EXPORT_NIC] = {"topology.export_nic", T_BOOL, 0, 0, 0, 0, 0, NULL, 0},
+    [MR_PLAN_KEY_DEVICE] = {"runtime.device", T_ENUM, 0, 0, 0, 0, 0, device_names, MR_DEVICE_KIND_COUNT},
     [MR_PLAN_KEY_THREADS] = {"runtime.threads", T_INT, 0, 4096, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_FSYNC_INTERVAL] = {"runtime.fsync_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
     [MR_PLAN_KEY_PROGRESS_INTERVAL] = {"runtime.progress_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
@@ -110,6 +112,7 @@ static void *field(mr_plan *p, mr_plan_key k) {
     case MR_PLAN_KEY_TOPO_BIND: return &p->topology.bind;
     case MR_PLAN_KEY_TOPO_GPU: return &p->topology.gpu;
     case MR_PLAN_KEY_TOPO_EXPORT_NIC: return &p->topology.export_nic;
+    case MR_PLAN_KEY_DEVICE: return &p->runtime.device;
     case MR_PLAN_KEY_THREADS: return &p->runtime.threads;
     case MR_PLAN_KEY_FSYNC_INTERVAL: return &p->runtime.fsync_interval;
     case MR_PLAN_KEY_PROGRESS_INTERVAL: return &p->runtime.progress_interval;
@@ -132,6 +135,9 @@ const char *mr_topo_bind_name(mr_topo_bind_policy b) {
     return b >= 0 && b < MR_TOPO_BIND_POLICY_COUNT ? bind_names[b] : "?";
 }
 const char *mr_topo_gpu_name(mr_topo_gpu_policy g) { return g >= 0 && g < MR_TOPO_GPU_POLICY_COUNT ? gpu_names[g] : "?"; }
+const char *mr_device_kind_name(mr_device_kind d) {
+    return d >= 0 && d < MR_DEVICE_KIND_COUNT ? device_names[d] : "?";
+}
 
 void mr_plan_init(mr_plan *p) {
     memset(p, 0, sizeof *p);
@@ -158,6 +164,8 @@ const char *mr_plan_where(const mr_plan *p, mr_plan_key k, char *buf, size_t n) 
         snprintf(buf, n, "%s:%d:%d", p->origin, m->line, m->column);
     else if (m->source == MR_PLAN_FROM_OPTION)
         snprintf(buf, n, "command line");
+    else if (m->source == MR_PLAN_FROM_ENV)
+        snprintf(buf, n, "environment %s", mr_plan_env_var(k));
     else
         snprintf(buf, n, "%s", p->origin[0] ? p->origin : "plan");
     return buf;
@@ -416,6 +424,33 @@ mr_status mr_plan_set(mr_plan *p, const char *key, const char *value) {
     if (!set_scalar(p, (mr_plan_key)k, value, 0, err, sizeof err))
         return mr_error(MR_ERR_INPUT, "option %s", err);
     p->marks[k] = (mr_plan_mark){.source = MR_PLAN_FROM_OPTION};
+    return MR_OK;
+}
+
+/* Keys an environment variable may override: settings of the machine a
+ * job lands on rather than of the job (a CPU test run of a GPU plan). */
+static const struct {
+    mr_plan_key key;
+    const char *var;
+} env_keys[] = {
+    {MR_PLAN_KEY_DEVICE, "MR_DEVICE"},
+};
+
+const char *mr_plan_env_var(mr_plan_key k) {
+    for (size_t i = 0; i < sizeof env_keys / sizeof env_keys[0]; i++)
+        if (env_keys[i].key == k) return env_keys[i].var;
+    return NULL;
+}
+
+mr_status mr_plan_env(mr_plan *p) {
+    char err[1024];
+    for (size_t i = 0; i < sizeof env_keys / sizeof env_keys[0]; i++) {
+        const char *v = getenv(env_keys[i].var);
+        if (!v || !*v) continue;
+        if (!set_scalar(p, env_keys[i].key, v, 0, err, sizeof err))
+            return mr_error(MR_ERR_INPUT, "environment %s=%s: %s", env_keys[i].var, v, err);
+        p->marks[env_keys[i].key] = (mr_plan_mark){.source = MR_PLAN_FROM_ENV};
+    }
     return MR_OK;
 }
 

@@ -63,6 +63,14 @@ typedef enum mr_topo_gpu_policy {
     MR_TOPO_GPU_POLICY_COUNT
 } mr_topo_gpu_policy;
 
+/* What runs the model's operations (kernels/backend.h). */
+typedef enum mr_device_kind {
+    MR_DEVICE_AUTO = 0, /* cuda when built with CUDA and a device is visible, else cpu */
+    MR_DEVICE_CPU,
+    MR_DEVICE_CUDA,
+    MR_DEVICE_KIND_COUNT
+} mr_device_kind;
+
 /* Every key a plan can hold, by its dotted name ("parallel.tensor"). */
 typedef enum mr_plan_key {
     MR_PLAN_KEY_MODEL = 0,
@@ -93,6 +101,7 @@ typedef enum mr_plan_key {
     MR_PLAN_KEY_TOPO_BIND,
     MR_PLAN_KEY_TOPO_GPU,
     MR_PLAN_KEY_TOPO_EXPORT_NIC,
+    MR_PLAN_KEY_DEVICE,
     MR_PLAN_KEY_THREADS,
     MR_PLAN_KEY_FSYNC_INTERVAL,
     MR_PLAN_KEY_PROGRESS_INTERVAL,
@@ -104,6 +113,7 @@ typedef enum mr_plan_source {
     MR_PLAN_FROM_DEFAULT = 0,
     MR_PLAN_FROM_FILE,
     MR_PLAN_FROM_OPTION,
+    MR_PLAN_FROM_ENV, /* an environment variable (mr_plan_env) */
 } mr_plan_source;
 
 /* Where a key got its value: for the file, libyaml's mark of the value
@@ -150,6 +160,7 @@ typedef struct mr_plan {
         int export_nic; /* set UCX_NET_DEVICES / NCCL_IB_HCA to each rank's nearest NIC */
     } topology;
     struct {
+        mr_device_kind device;
         int threads; /* 0: the cores this process is bound to */
         float fsync_interval;    /* seconds between fsyncs of the output (0: every line) */
         float progress_interval; /* seconds between progress lines in a log (0: none) */
@@ -171,9 +182,16 @@ mr_status mr_plan_parse(mr_plan *p, const char *text, size_t len, const char *or
  * the file ("parallel.tensor", "2"); layers_per_stage takes "31,30". */
 mr_status mr_plan_set(mr_plan *p, const char *key, const char *value);
 
+/* Environment overrides, applied after the file and before the command
+ * line (which wins): MR_DEVICE for runtime.device.  A bad value is
+ * MR_ERR_INPUT naming the variable and the choices. */
+mr_status mr_plan_env(mr_plan *p);
+/* The variable that overrides `k`, or NULL. */
+const char *mr_plan_env_var(mr_plan_key k);
+
 const char *mr_plan_key_name(mr_plan_key k);
-/* Where `k` was set, for messages: "plan.yaml:4:11", "command line", or
- * "plan.yaml" / "plan" for a default. */
+/* Where `k` was set, for messages: "plan.yaml:4:11", "command line",
+ * "environment MR_DEVICE", or "plan.yaml" / "plan" for a default. */
 const char *mr_plan_where(const mr_plan *p, mr_plan_key k, char *buf, size_t n);
 
 const char *mr_comm_backend_name(mr_comm_backend b);
@@ -181,6 +199,7 @@ const char *mr_allreduce_algo_name(mr_allreduce_algo a);
 const char *mr_compression_name(mr_compression c);
 const char *mr_topo_bind_name(mr_topo_bind_policy b);
 const char *mr_topo_gpu_name(mr_topo_gpu_policy g);
+const char *mr_device_kind_name(mr_device_kind d);
 
 /* ---- layout (pure functions of a plan that passed mr_plan_check) ------ */
 

@@ -40,6 +40,14 @@ extern "C" {
 int mr_cuda_device_count(const char **why);
 /* "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB" into buf. 0 on success. */
 int mr_cuda_device_describe(int device, char *buf, size_t cap);
+/* The CUDA ordinal of the GPU at PCI bus id `busid` ("0000:52:00.0", as
+ * the topology's placement writes it), or -1 with the reason in why (len
+ * bytes, may be NULL): not visible (CUDA_VISIBLE_DEVICES), no driver.
+ * cuda-device.cu. */
+int mr_cuda_device_by_pci(const char *busid, char *why, size_t len);
+/* The PCI bus id of `device` in lower case ("0000:52:00.0") into busid;
+ * 0, or -1 with "?" in busid. */
+int mr_cuda_device_pci(int device, char *busid, size_t len);
 
 /* Backend on `device`: its own non-blocking stream, a cuBLAS handle in
  * fp32 (no TF32) mode, a 32 MiB cuBLAS workspace and a 16 MiB scratch.

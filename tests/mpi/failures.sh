@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A failing or killed rank ends the whole job within seconds, with the
-# failing rank's message and a non-zero status — never a hang.
+# failing rank's message and a non-zero status — never a hang.  Also the
+# device choice: runtime.device=cuda with no GPU refused on every rank,
+# cpu and auto running as before.
 #   failures.sh MOERUN FIXTURE_DIR
 set -u
 moerun=$1 fixture=$2
@@ -42,6 +44,60 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -lt 30 ]; the
   ok "killed rank: job ended with exit $rc after ${took}s"
 else
   bad "killed rank (victim ${victim:-none}, exit $rc after ${took}s)"
+fi
+# 3. runtime.device = cuda where no CUDA device can be had (this test runs
+#    on machines without a GPU; on a GPU machine it is skipped): exit 2, and
+#    every rank names where the key was set and why.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "skip runtime.device=cuda refusal (a GPU is present)"
+else
+  rm -f "$tmp"/out.jsonl*
+  start=$(date +%s)
+  timeout 60 mpirun -np 2 --bind-to none "$moerun" generate "${common[@]}" --tensor 2 --set runtime.device=cuda \
+    > "$tmp/log" 2>&1
+  rc=$? took=$(( $(date +%s) - start ))
+  if [ $rc -eq 2 ] && [ $took -lt 30 ] &&
+     grep -q "r0/2.*command line: runtime.device = cuda, but " "$tmp/log" &&
+     grep -q "r1/2.*command line: runtime.device = cuda, but " "$tmp/log" && [ ! -e "$tmp/out.jsonl" ]; then
+    ok "runtime.device=cuda without a GPU: exit 2 after ${took}s, both ranks say why"
+  else
+    bad "runtime.device=cuda without a GPU (exit $rc after ${took}s)"
+  fi
+  MR_DEVICE=cuda timeout 60 mpirun -np 2 --bind-to none -x MR_DEVICE "$moerun" generate "${common[@]}" --tensor 2 \
+    > "$tmp/log" 2>&1
+  rc=$?
+  if [ $rc -eq 2 ] && grep -q "r1/2.*environment MR_DEVICE: runtime.device = cuda, but " "$tmp/log"; then
+    ok "MR_DEVICE=cuda without a GPU: exit 2, the message names the variable"
+  else
+    bad "MR_DEVICE=cuda without a GPU (exit $rc)"
+  fi
+  MR_DEVICE=gpu timeout 60 mpirun -np 2 --bind-to none -x MR_DEVICE "$moerun" generate "${common[@]}" --tensor 2 \
+    > "$tmp/log" 2>&1
+  rc=$?
+  if [ $rc -eq 2 ] && grep -q "environment MR_DEVICE=gpu: runtime.device must be one of auto, cpu, cuda" "$tmp/log"; then
+    ok "MR_DEVICE=gpu: exit 2 naming the variable and the choices"
+  else
+    bad "MR_DEVICE=gpu (exit $rc)"
+  fi
+fi
+
+# 4. runtime.device = cpu and auto run as before (auto is cpu here, or on a
+#    GPU machine whatever it resolves to) and give the same tokens.
+head -4 "$tmp/in.jsonl" | sed 's/"max_tokens": 200/"max_tokens": 6/' > "$tmp/small.jsonl"
+small=(--model "$fixture" --input "$tmp/small.jsonl" --overwrite --threads 1 --tensor 2)
+timeout 60 mpirun -np 2 --bind-to none "$moerun" generate "${small[@]}" --output "$tmp/cpu.jsonl" \
+  --set runtime.device=cpu > "$tmp/log" 2>&1
+rc_cpu=$?
+timeout 60 mpirun -np 2 --bind-to none "$moerun" generate "${small[@]}" --output "$tmp/auto.jsonl" \
+  > "$tmp/log.auto" 2>&1
+rc_auto=$?
+if [ $rc_cpu -eq 0 ] && [ $rc_auto -eq 0 ] && grep -q "device: cpu (runtime.device = cpu" "$tmp/log" &&
+   grep -q "device: " "$tmp/log.auto" && [ "$(wc -l < "$tmp/cpu.jsonl")" = 4 ] &&
+   cmp -s <(grep -o '"tokens": *\[[^]]*\]' "$tmp/cpu.jsonl") <(grep -o '"tokens": *\[[^]]*\]' "$tmp/auto.jsonl"); then
+  ok "runtime.device=cpu and auto: exit 0, same tokens ($(grep -o 'device: [a-z]*' "$tmp/log.auto"))"
+else
+  cat "$tmp/log.auto" >> "$tmp/log"
+  bad "runtime.device=cpu / auto (exit $rc_cpu / $rc_auto)"
 fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

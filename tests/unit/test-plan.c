@@ -104,6 +104,7 @@ static void test_reader(void) {
                        "topology:\n"
                        "  strict: yes\n"
                        "runtime:\n"
+                       "  device: cpu\n"
                        "  threads: 12\n";
     mr_status st = mr_plan_load(&p, write_plan("full.yaml", full));
     CHECK(st == MR_OK, "%s", mr_last_error());
@@ -120,7 +121,9 @@ static void test_reader(void) {
               p.generation.top_k == 40 && p.generation.seed == UINT64_MAX && p.generation.max_batch == 16 &&
               p.generation.token_budget == 1024 && p.generation.max_context == 2048,
           "generation");
-    CHECK(p.topology.strict && p.runtime.threads == 12, "topology/runtime");
+    CHECK(p.topology.strict && p.runtime.threads == 12 && p.runtime.device == MR_DEVICE_CPU, "topology/runtime");
+    CHECK(p.marks[MR_PLAN_KEY_DEVICE].line == 33 && p.marks[MR_PLAN_KEY_DEVICE].column == 11, "device mark %d:%d",
+          p.marks[MR_PLAN_KEY_DEVICE].line, p.marks[MR_PLAN_KEY_DEVICE].column);
     /* marks: line and column of each value */
     CHECK(p.marks[MR_PLAN_KEY_TENSOR].source == MR_PLAN_FROM_FILE && p.marks[MR_PLAN_KEY_TENSOR].line == 7 &&
               p.marks[MR_PLAN_KEY_TENSOR].column == 11,
@@ -139,13 +142,15 @@ static void test_reader(void) {
     CHECK(st == MR_OK, "printed plan does not load: %s", mr_last_error());
     CHECK(!memcmp(&p.parallel, &q.parallel, sizeof p.parallel) && !memcmp(&p.comm, &q.comm, sizeof p.comm) &&
               !memcmp(&p.generation, &q.generation, sizeof p.generation) && !strcmp(p.output, q.output) &&
-              p.topology.strict == q.topology.strict && p.runtime.threads == q.runtime.threads,
+              p.topology.strict == q.topology.strict && p.runtime.threads == q.runtime.threads &&
+              p.runtime.device == q.runtime.device,
           "printed plan differs");
 
     /* Defaults, empty files and comment-only files. */
     st = mr_plan_load(&p, write_plan("empty.yaml", "# nothing\n"));
     CHECK(st == MR_OK && mr_plan_world(&p) == 1 && p.comm.allreduce.block == 32 && p.generation.max_batch == 32 &&
-              !p.comm.allreduce.overlap && p.marks[MR_PLAN_KEY_DATA].source == MR_PLAN_FROM_DEFAULT,
+              !p.comm.allreduce.overlap && p.marks[MR_PLAN_KEY_DATA].source == MR_PLAN_FROM_DEFAULT &&
+              p.runtime.device == MR_DEVICE_AUTO,
           "defaults: %s", mr_last_error());
     const char *inl = "parallel: {data: 4, tensor: 2}\ncomm:\n";
     st = mr_plan_parse(&p, inl, strlen(inl), "inline");
@@ -181,6 +186,9 @@ static void test_reader_errors(void) {
                       "plan.yaml:3:14: comm.allreduce.overlap must be true or false, got \"maybe\"");
     expect_load_error("comm:\n  backend: ncl\n",
                       "comm.backend must be one of auto, mpi, nccl, got \"ncl\" (did you mean \"nccl\"?)");
+    expect_load_error("runtime:\n  device: gpu\n",
+                      "plan.yaml:2:11: runtime.device must be one of auto, cpu, cuda, got \"gpu\"");
+    expect_load_error("runtime:\n  device: cdua\n", "got \"cdua\" (did you mean \"cuda\"?)");
     expect_load_error("parallel:\n  layers_per_stage: 3\n", "parallel.layers_per_stage must be a list of integers");
     expect_load_error("parallel:\n  layers_per_stage: [3, x]\n", "plan.yaml:2:25: parallel.layers_per_stage must be an integer");
     expect_load_error("generation:\n  temperature: hot\n", "generation.temperature must be a number");
@@ -232,6 +240,37 @@ static void test_overrides(void) {
     CHECK(st == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "command line: parallel.tensor = 3"), "%s",
           mr_last_error());
     mr_config_free(&c);
+}
+
+/* MR_DEVICE overrides the file, the command line overrides both; messages
+ * name the variable. */
+static void test_env(void) {
+    char where[256];
+    mr_plan p;
+    mr_status st = mr_plan_load(&p, write_plan("plan.yaml", "runtime:\n  device: cuda\n"));
+    CHECK(st == MR_OK, "%s", mr_last_error());
+    unsetenv("MR_DEVICE");
+    CHECK(mr_plan_env(&p) == MR_OK && p.runtime.device == MR_DEVICE_CUDA, "no variable: the file's value");
+    CHECK(mr_test_contains(mr_plan_where(&p, MR_PLAN_KEY_DEVICE, where, sizeof where), "plan.yaml:2:11"), "%s", where);
+    setenv("MR_DEVICE", "", 1);
+    CHECK(mr_plan_env(&p) == MR_OK && p.runtime.device == MR_DEVICE_CUDA, "empty variable: ignored");
+    setenv("MR_DEVICE", "cpu", 1);
+    CHECK(mr_plan_env(&p) == MR_OK && p.runtime.device == MR_DEVICE_CPU &&
+              p.marks[MR_PLAN_KEY_DEVICE].source == MR_PLAN_FROM_ENV,
+          "MR_DEVICE=cpu: %s", mr_last_error());
+    CHECK(!strcmp(mr_plan_where(&p, MR_PLAN_KEY_DEVICE, where, sizeof where), "environment MR_DEVICE"), "%s", where);
+    CHECK(mr_plan_set(&p, "runtime.device", "auto") == MR_OK && p.runtime.device == MR_DEVICE_AUTO &&
+              p.marks[MR_PLAN_KEY_DEVICE].source == MR_PLAN_FROM_OPTION,
+          "--set after the environment");
+    setenv("MR_DEVICE", "gpu", 1);
+    st = mr_plan_env(&p);
+    CHECK(st == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "environment MR_DEVICE=gpu: runtime.device must be "
+                                                                  "one of auto, cpu, cuda"),
+          "%s", mr_last_error());
+    CHECK(p.runtime.device == MR_DEVICE_AUTO, "a refused variable leaves the value");
+    unsetenv("MR_DEVICE");
+    CHECK(mr_plan_env_var(MR_PLAN_KEY_DEVICE) && !mr_plan_env_var(MR_PLAN_KEY_TENSOR), "variables by key");
+    CHECK(!strcmp(mr_device_kind_name(MR_DEVICE_CUDA), "cuda"), "name");
 }
 
 static void test_refusals(void) {
@@ -570,6 +609,7 @@ int main(void) {
     test_reader();
     test_reader_errors();
     test_overrides();
+    test_env();
     test_refusals();
     test_layout();
     test_bytes();
