@@ -659,7 +659,8 @@ int mr_cmd_generate(int argc, char **argv) {
         .seed = (uint64_t)wseed,
         .shard = {.tp = j.plan.parallel.tensor, .tp_rank = j.me.tensor_i, .layer_begin = first,
                   .layer_end = first + count, .ep = j.plan.parallel.expert, .ep_rank = j.me.expert_i,
-                  .tp_comm = j.tp_dev, .ep_comm = j.ep_dev, .tp_ar = tp_ar, .ep_overlap = aro.overlap},
+                  .tp_comm = j.tp_dev, .ep_comm = j.ep_dev, .ep_comm_host = j.ep, .tp_ar = tp_ar,
+                  .ep_overlap = aro.overlap},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
     /* Failure-path tests: one rank finds no checkpoint where the others do. */

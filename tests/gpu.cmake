@@ -45,3 +45,19 @@ if(TARGET mr_comm_nccl)
     set_tests_properties(nccl-comm-np${np} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 150 RUN_SERIAL TRUE)
   endforeach()
 endif()
+
+# Plans on the one GPU of the machine (MR_DEVICE=cuda): several ranks share
+# it, so their tensor and expert groups fall back to MPI with host staging;
+# every plan must give the one-rank GPU run's tokens and logits within 1e-4
+# (tests/mpi/plan-matrix.sh).
+foreach(fx llama deepseek_v3)
+  set(plans tensor=2 pipeline=2 data=2 tensor=2,pipeline=2)
+  if(fx STREQUAL "deepseek_v3")
+    list(APPEND plans data=2,expert=2 tensor=2,expert=2)
+  endif()
+  add_test(NAME plans-gpu-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh
+           ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+  set_tests_properties(plans-gpu-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900 RUN_SERIAL TRUE
+                       ENVIRONMENT MR_DEVICE=cuda)
+endforeach()
