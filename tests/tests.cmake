@@ -16,6 +16,27 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   set_tests_properties(reference-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)
 endforeach()
 
+# The same on the CPU backend presented as a device (MR_CPU_AS_DEVICE=1:
+# host_memory 0), so the model keeps separate host mirrors and moves every
+# buffer as on a GPU: a missing upload or download fails here, not on the
+# first GPU.  And plans whose tensor, expert and pipeline exchanges are
+# staged through those mirrors over MPI.
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME reference-staged-${fx} COMMAND check-reference ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-staged-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300
+                       ENVIRONMENT MR_CPU_AS_DEVICE=1)
+endforeach()
+foreach(fx qwen2 deepseek_v3)
+  set(plans tensor=2 pipeline=2 tensor=2,pipeline=2)
+  if(fx STREQUAL "deepseek_v3")
+    list(APPEND plans data=2,expert=2 tensor=2,expert=2 data=2,pipeline=2,expert=2)
+  endif()
+  add_test(NAME plans-staged-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+  set_tests_properties(plans-staged-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE
+                       ENVIRONMENT MR_CPU_AS_DEVICE=1)
+endforeach()
+
 # Plan invariance over real MPI (mpirun -np N --oversubscribe): every plan
 # gives exactly the tokens of one rank (greedy and seeded sampling).
 set(MR_DENSE_PLANS tensor=2 tensor=4 pipeline=2 pipeline=4 data=2 data=2,tensor=2 tensor=2,pipeline=2

@@ -263,6 +263,13 @@ static const mr_backend_ops mr_cpu_ops = {
     .host_memory = 1,
 };
 
+/* The same operations presented as a device backend (host_memory 0), for
+ * tests: the model then keeps separate host mirrors and moves every buffer
+ * it reads on the host with download/upload, as on a GPU, so a missing
+ * move gives wrong results here instead of on the first GPU.  Chosen with
+ * MR_CPU_AS_DEVICE=1 in the environment. */
+static mr_backend_ops mr_cpu_as_device_ops;
+
 /* CPUs this process may run on (its affinity mask, as set by taskset, Slurm
  * or mpirun binding), not every CPU of the machine. */
 static int cpu_affinity_count(void) {
@@ -278,6 +285,13 @@ static int cpu_affinity_count(void) {
 
 int mr_backend_cpu_init(mr_backend *b, int threads) {
     b->ops = &mr_cpu_ops;
+    const char *dev = getenv("MR_CPU_AS_DEVICE");
+    if (dev && !strcmp(dev, "1")) {
+        mr_cpu_as_device_ops = mr_cpu_ops;
+        mr_cpu_as_device_ops.name = "cpu-as-device";
+        mr_cpu_as_device_ops.host_memory = 0;
+        b->ops = &mr_cpu_as_device_ops;
+    }
     b->ctx = NULL;
     b->threads = threads > 0 ? threads : cpu_affinity_count();
     /* Process-wide.  cpu_matmul parallelises over OpenBLAS calls itself
