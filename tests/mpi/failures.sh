@@ -63,22 +63,16 @@ else
   else
     bad "runtime.device=cuda without a GPU (exit $rc after ${took}s)"
   fi
-  MR_DEVICE=cuda timeout 60 mpirun -np 2 --bind-to none -x MR_DEVICE "$moerun" generate "${common[@]}" --tensor 2 \
-    > "$tmp/log" 2>&1
-  rc=$?
-  if [ $rc -eq 2 ] && grep -q "r1/2.*environment MR_DEVICE: runtime.device = cuda, but " "$tmp/log"; then
-    ok "MR_DEVICE=cuda without a GPU: exit 2, the message names the variable"
-  else
-    bad "MR_DEVICE=cuda without a GPU (exit $rc)"
-  fi
-  MR_DEVICE=gpu timeout 60 mpirun -np 2 --bind-to none -x MR_DEVICE "$moerun" generate "${common[@]}" --tensor 2 \
-    > "$tmp/log" 2>&1
-  rc=$?
-  if [ $rc -eq 2 ] && grep -q "environment MR_DEVICE=gpu: runtime.device must be one of auto, cpu, cuda" "$tmp/log"; then
-    ok "MR_DEVICE=gpu: exit 2 naming the variable and the choices"
-  else
-    bad "MR_DEVICE=gpu (exit $rc)"
-  fi
+  # MR_DEVICE=VALUE on 2 ranks must exit 2 with PATTERN in the log
+  device_env_refused() {
+    MR_DEVICE=$1 timeout 60 mpirun -np 2 --bind-to none -x MR_DEVICE "$moerun" generate "${common[@]}" --tensor 2 \
+      > "$tmp/log" 2>&1
+    local rc=$?
+    if [ $rc -eq 2 ] && grep -q "$2" "$tmp/log"; then ok "MR_DEVICE=$1: exit 2, $3"; else bad "MR_DEVICE=$1 (exit $rc)"; fi
+  }
+  device_env_refused cuda "r1/2.*environment MR_DEVICE: runtime.device = cuda, but " "the message names the variable"
+  device_env_refused gpu "environment MR_DEVICE=gpu: runtime.device must be one of auto, cpu, cuda" \
+    "naming the variable and the choices"
 fi
 
 # 4. runtime.device = cpu and auto run as before (auto is cpu here, or on a
