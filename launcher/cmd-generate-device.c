@@ -168,7 +168,7 @@ mr_status mr_gen_device_choose(mr_comm *world, const mr_plan *p, const mr_topo_j
         if (want == MR_DEVICE_CPU)
             MR_INFO("device: cpu (runtime.device = cpu, %s)", where);
         else if (lacking == n)
-            MR_INFO("device: cpu (runtime.device = auto: %s)", why ? why : "no CUDA device");
+            MR_INFO("device: cpu (runtime.device = auto: no usable CUDA device: %s)", why ? why : "none visible");
         else
             MR_INFO("device: cpu (runtime.device = auto: %d of %d ranks see no CUDA device, ranks %s)", lacking, n,
                     ranks);
