@@ -73,6 +73,17 @@ static void synth_fill(float *dst, size_t n, const char *name, uint64_t seed, in
     }
 }
 
+/* Room for one more pointer in a tracking list (*list, *n used, *cap). */
+static mr_status track_room(void ***list, size_t *n, size_t *cap) {
+    if (*n < *cap) return MR_OK;
+    size_t c = *cap ? 2 * *cap : 64;
+    void **a = realloc(*list, c * sizeof *a);
+    if (!a) return mr_error(MR_ERR_NOMEM, "out of memory tracking buffers");
+    *list = a;
+    *cap = c;
+    return MR_OK;
+}
+
 /* A host mirror of the backend buffer d (model-internal.h): d itself on a
  * host-memory backend. */
 static mr_status host_mirror(mr_model *m, void **h, void *d, size_t bytes, const char *what) {
@@ -80,13 +91,7 @@ static mr_status host_mirror(mr_model *m, void **h, void *d, size_t bytes, const
         *h = d;
         return MR_OK;
     }
-    if (m->n_host_allocs == m->cap_host_allocs) {
-        size_t cap = m->cap_host_allocs ? 2 * m->cap_host_allocs : 32;
-        void **a = realloc(m->host_allocs, cap * sizeof *a);
-        if (!a) return mr_error(MR_ERR_NOMEM, "out of memory tracking buffers");
-        m->host_allocs = a;
-        m->cap_host_allocs = cap;
-    }
+    MR_CHECK(track_room(&m->host_allocs, &m->n_host_allocs, &m->cap_host_allocs));
     MR_CHECK(mr_malloc(h, bytes ? bytes : 1, what));
     m->host_allocs[m->n_host_allocs++] = *h;
     return MR_OK;
@@ -94,13 +99,7 @@ static mr_status host_mirror(mr_model *m, void **h, void *d, size_t bytes, const
 
 /* Allocate a device buffer of n floats (or int32s: the same size). */
 static mr_status dev_alloc(mr_model *m, float **out, size_t n, const char *what) {
-    if (m->n_allocs == m->cap_allocs) {
-        size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 256;
-        void **a = realloc(m->allocs, cap * sizeof *a);
-        if (!a) return mr_error(MR_ERR_NOMEM, "out of memory tracking buffers");
-        m->allocs = a;
-        m->cap_allocs = cap;
-    }
+    MR_CHECK(track_room(&m->allocs, &m->n_allocs, &m->cap_allocs));
     *out = m->be->ops->alloc(m->be, n * sizeof(float));
     if (!*out) return mr_error(MR_ERR_NOMEM, "out of memory: %zu bytes for %s", n * sizeof(float), what);
     m->allocs[m->n_allocs++] = *out;
@@ -327,15 +326,16 @@ static mr_status alloc_state(mr_model *m) {
     };
     for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++)
         MR_CHECK(dev_alloc(m, (float **)ibufs[i].p, ibufs[i].n, ibufs[i].what));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_route_idx, ws->route_idx, T * K * 4, "route idx"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_route_w, ws->route_w, T * K * 4, "route w"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_tok, ws->perm_tok, T * K * ep * 4, "perm"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_w, ws->perm_w, T * K * ep * 4, "perm w"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_embed_ids, ws->embed_ids, T * 4, "embed ids"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_local, ws->logits_local, MR_LOGIT_CHUNK * nv * 4, "logits"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_all, ws->logits_all, tp * MR_LOGIT_CHUNK * nv * 4, "logits"));
-    MR_CHECK(host_mirror(m, (void **)&ws->h_x, ws->x, T * H * 4, "activations"));
-    if (m->dev) MR_CHECK(host_mirror(m, (void **)&ws->h_stage, NULL, T * H * 4, "all-reduce staging"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_route_idx, ws->route_idx, T * K * sizeof(int32_t), "route idx"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_route_w, ws->route_w, T * K * sizeof(float), "route w"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_tok, ws->perm_tok, T * K * ep * sizeof(int32_t), "perm"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_perm_w, ws->perm_w, T * K * ep * sizeof(float), "perm w"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_embed_ids, ws->embed_ids, T * sizeof(int32_t), "embed ids"));
+    size_t logit_bytes = MR_LOGIT_CHUNK * nv * sizeof(float);
+    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_local, ws->logits_local, logit_bytes, "logits"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_logits_all, ws->logits_all, tp * logit_bytes, "logits"));
+    MR_CHECK(host_mirror(m, (void **)&ws->h_x, ws->x, T * H * sizeof(float), "activations"));
+    if (m->dev) MR_CHECK(host_mirror(m, (void **)&ws->h_stage, NULL, T * H * sizeof(float), "all-reduce staging"));
     MR_CHECK(mr_malloc((void **)&ws->e_count, (E + 1) * sizeof(int32_t), "expert counts"));
     MR_CHECK(mr_malloc((void **)&ws->e_offset, (E + 1) * sizeof(int32_t), "expert offsets"));
     MR_CHECK(mr_calloc((void **)&ws->expert_tokens, (size_t)(lo->ne ? lo->ne : 1), sizeof(uint64_t), "expert counts"));
@@ -348,11 +348,11 @@ static mr_status alloc_state(mr_model *m) {
         MR_CHECK(mr_malloc((void **)&ws->ep_send_src, T * K * sizeof(int32_t), "ep src"));
         MR_CHECK(mr_malloc((void **)&ws->ep_recv_eid, ep * T * K * sizeof(int32_t), "ep ids"));
         MR_CHECK(dev_alloc(m, (float **)&ws->ep_order, ep * T * K, "ep order"));
-        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_order, ws->ep_order, ep * T * K * 4, "ep order"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_order, ws->ep_order, ep * T * K * sizeof(int32_t), "ep order"));
         MR_CHECK(dev_alloc(m, &ws->ep_send, T * K * H, "ep send"));
         MR_CHECK(dev_alloc(m, &ws->ep_recv, ep * T * K * H, "ep recv"));
-        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_send, ws->ep_send, T * K * H * 4, "ep send"));
-        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_recv, ws->ep_recv, ep * T * K * H * 4, "ep recv"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_send, ws->ep_send, T * K * H * sizeof(float), "ep send"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_ep_recv, ws->ep_recv, ep * T * K * H * sizeof(float), "ep recv"));
     }
 
     size_t per_slot_k = (size_t)m->opt.max_ctx * (size_t)m->kv_heads * qk;
