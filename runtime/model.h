@@ -46,12 +46,19 @@ typedef struct mr_model_shard {
     int ep_overlap;
 } mr_model_shard;
 
+/* Storage of the weight matrices (every linear projection and the LM head;
+ * embeddings, norms, biases and MoE routers stay fp32).  bf16 matrices are
+ * multiplied with the activations rounded to bf16, sums in fp32
+ * (backend.h: matmul_bf16). */
+typedef enum mr_weight_type { MR_WEIGHTS_FP32 = 0, MR_WEIGHTS_BF16, MR_WEIGHT_TYPE_COUNT } mr_weight_type;
+
 typedef struct mr_model_options {
     int max_slots;      /* sequences held in the KV cache at once */
     int max_ctx;        /* positions per sequence (0: max_position_embeddings, capped at 4096) */
     int max_step_tokens;/* tokens in one forward pass */
     int synthetic;      /* random weights from config.json alone */
     uint64_t seed;      /* seed of the synthetic weights */
+    mr_weight_type weights; /* matrices fp32 (default) or bf16 */
     int ep_timing_sync; /* benchmarks: an untimed barrier over the expert group before
                          * the timed dispatch and combine, so that their times hold no
                          * wait for a slower rank (see mr_model_moe_ep_stats) */
