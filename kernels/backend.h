@@ -96,6 +96,18 @@ typedef struct mr_backend_ops {
     void (*cache_write)(mr_backend *b, float *cache, size_t row, int ctx, size_t col, size_t dst_hs,
                         const float *src, size_t src_ld, size_t src_hs, const int32_t *slot, const int32_t *pos,
                         int ntok, int nheads, int width);
+    /* bf16 weights (stored as uint16_t: the top half of the float32,
+     * rounded to nearest even, NaN kept NaN).
+     * y(M,N) = bf16(x(M,K)) . w(N,K)^T (+ bias(N)), w bf16: x is rounded to
+     * bf16, the exact products are summed in float32; accumulate != 0 adds
+     * into y.  Needs the scratch that reserve_bf16(M, K) prepared. */
+    void (*matmul_bf16)(mr_backend *b, float *y, const float *x, const uint16_t *w, const float *bias, int M,
+                        int N, int K, int accumulate);
+    /* dst(n) bf16 in backend memory = src(n) float32 in host memory. */
+    void (*upload_bf16)(mr_backend *b, uint16_t *dst, const float *src, size_t n);
+    /* Scratch for matmul_bf16 up to (M, K), allocated now (start-up), so
+     * that the calls allocate nothing.  0, or -1 when out of memory. */
+    int (*reserve_bf16)(mr_backend *b, int M, int K);
     /* 1: the pointers alloc returns are host memory that the caller may
      * read and write directly (the CPU backend); 0: device memory, reached
      * only through the ops, upload and download (CUDA). */
@@ -108,8 +120,17 @@ struct mr_backend {
     int threads;
 };
 
+/* y = x . w^T by matmul (w float32) or matmul_bf16 (bf16 != 0: w holds
+ * uint16_t bf16 values). */
+static inline void mr_backend_matmul_w(mr_backend *b, float *y, const float *x, const void *w, int bf16,
+                                       const float *bias, int M, int N, int K, int accumulate) {
+    if (bf16) b->ops->matmul_bf16(b, y, x, (const uint16_t *)w, bias, M, N, K, accumulate);
+    else b->ops->matmul(b, y, x, (const float *)w, bias, M, N, K, accumulate);
+}
+
 /* CPU backend: threads <= 0 uses every core this process may run on. */
 int mr_backend_cpu_init(mr_backend *b, int threads);
+/* Frees the backend's scratch (bf16 matmul). */
 void mr_backend_cpu_free(mr_backend *b);
 
 #endif

@@ -4,6 +4,7 @@
  * twice, for AVX2 and the baseline, picked at load time (target_clones). */
 #include "runtime/compress.h"
 
+#include "kernels/bf16.h"
 #include "runtime/safetensors.h" /* mr_f16_to_f32, mr_bf16_to_f32 */
 
 #include <math.h>
@@ -64,8 +65,7 @@ MR_CLONES static void bf16_pack(const float *restrict x, size_t n, uint16_t *res
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, x + i, 4);
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, qnan = (u >> 16) | 0x40u;
-        h[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? qnan : r);
+        h[i] = mr_bf16_from_bits(u);
     }
 }
 

@@ -14,10 +14,13 @@
 #define _GNU_SOURCE
 #include "kernels/cpu/cpu-internal.h"
 
+#include "kernels/bf16.h"
+
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -54,9 +57,73 @@ static void cpu_sync(mr_backend *b) {}
  * count); -1 until then, and where the CPU lacks FMA. */
 static int cpu_small_m_max = -1;
 
-/* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y. */
-static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
-                       const float *bias, int M, int N, int K, int accumulate) {
+/* Scratch of the bf16 matmul (b->ctx; NULL until the first reserve). */
+typedef struct cpu_ctx {
+    float *xr;      /* x rounded to bf16, as floats (M K) */
+    size_t xr_cap;  /* floats */
+    float *wt;      /* per thread: a tile of weight rows as floats */
+    size_t wt_cap;  /* floats per thread */
+    int wt_threads;
+} cpu_ctx;
+
+/* Weight rows converted at once by each thread of the bf16 matmul: few
+ * for decode-sized M (the tile stays in L1/L2 and the rows are streamed
+ * once), more for large M, where each BLAS call packs x again. */
+static int bf16_tile_rows(int M) { return M <= MR_CPU_SMALL_M_MAX ? 16 : 64; }
+
+static int cpu_reserve_bf16(mr_backend *b, int M, int K) {
+    cpu_ctx *c = b->ctx;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) return -1;
+        b->ctx = c;
+    }
+    size_t xr = (size_t)M * (size_t)K, wt = (size_t)bf16_tile_rows(M) * (size_t)K;
+    if (xr > c->xr_cap) {
+        float *p = cpu_alloc(b, xr * sizeof(float));
+        if (!p) return -1;
+        free(c->xr);
+        c->xr = p;
+        c->xr_cap = xr;
+    }
+    if (wt > c->wt_cap || b->threads > c->wt_threads) {
+        size_t per = wt > c->wt_cap ? wt : c->wt_cap;
+        int nt = b->threads > c->wt_threads ? b->threads : c->wt_threads;
+        float *p = cpu_alloc(b, per * (size_t)nt * sizeof(float));
+        if (!p) return -1;
+        free(c->wt);
+        c->wt = p;
+        c->wt_cap = per;
+        c->wt_threads = nt;
+    }
+    return 0;
+}
+
+static void cpu_upload_bf16(mr_backend *b, uint16_t *dst, const float *src, size_t n) {
+    (void)b;
+    for (size_t i = 0; i < n; i++) dst[i] = mr_bf16_from_f32(src[i]);
+}
+
+/* Rows n0:n1 of y(M,N) from a block of weight rows w(n1-n0, K) (row n0
+ * first): the small-M kernel, sgemv, or sgemm.  beta as cpu_matmul_any
+ * set it. */
+static void matmul_rows(float *y, const float *x, const float *wb, const float *bias, int M, int N, int K,
+                        int n0, int n1, int small, float beta, int accumulate) {
+    if (small)
+        mr_cpu_gemm_small(y + n0, x, wb, bias ? bias + n0 : NULL, M, N, K, 0, n1 - n0, accumulate);
+    else if (M == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, wb, K, x, 1, beta, y + n0, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K, 1.0f, x, K, wb, K, beta, y + n0, N);
+}
+
+/* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y.
+ * The weights are float32 w, or bf16 wh (w NULL): then x is rounded to
+ * bf16 first (into the scratch), and each thread converts its weight rows
+ * a tile at a time into its own scratch before the same BLAS calls, so
+ * memory traffic is the bf16 bytes. */
+static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float *w, const uint16_t *wh,
+                           const float *bias, int M, int N, int K, int accumulate) {
     assert(M >= 1 && N >= 1 && K >= 1);
     int small = M >= 2 && M <= cpu_small_m_max;
     float beta = accumulate ? 1.0f : 0.0f;
@@ -77,6 +144,19 @@ static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
         memset(y, 0, (size_t)N * sizeof *y);
         beta = 1.0f;
     }
+    int tile = bf16_tile_rows(M);
+    cpu_ctx *c = b->ctx;
+    if (wh) {
+        /* Scratch is reserved at start-up; growing here is the fallback. */
+        if (cpu_reserve_bf16(b, M, K) != 0) {
+            fprintf(stderr, "moerun: cpu backend: out of memory for the bf16 matmul scratch (M=%d K=%d)\n", M, K);
+            abort();
+        }
+        c = b->ctx;
+        size_t n = (size_t)M * (size_t)K;
+        for (size_t i = 0; i < n; i++) c->xr[i] = mr_bf16_to_float(mr_bf16_from_f32(x[i]));
+        x = c->xr;
+    }
     /* Threads split the rows of w (columns of y) in blocks of 16; each
      * runs the small-M kernel or single-threaded BLAS on its block (BLAS
      * repacks x per thread, but there is no second thread pool). */
@@ -94,18 +174,27 @@ static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w,
         int n0 = (int)((long)nblk * me / team) * 16;
         int n1 = (int)((long)nblk * (me + 1) / team) * 16;
         if (n1 > N) n1 = N;
-        if (n1 > n0) {
-            const float *wb = w + (size_t)n0 * K;
-            if (small)
-                mr_cpu_gemm_small(y, x, w, bias, M, N, K, n0, n1, accumulate);
-            else if (M == 1)
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, wb, K, x,
-                            1, beta, y + n0, 1);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K,
-                            1.0f, x, K, wb, K, beta, y + n0, N);
+        if (n1 > n0 && !wh) matmul_rows(y, x, w + (size_t)n0 * K, bias, M, N, K, n0, n1, small, beta, accumulate);
+        float *wt = wh ? c->wt + (size_t)me * c->wt_cap : NULL;
+        for (int r0 = n0; wh && r0 < n1; r0 += tile) {
+            int r1 = n1 - r0 < tile ? n1 : r0 + tile;
+            const uint16_t *src = wh + (size_t)r0 * K;
+            size_t n = (size_t)(r1 - r0) * (size_t)K;
+#pragma omp simd
+            for (size_t i = 0; i < n; i++) wt[i] = mr_bf16_to_float(src[i]);
+            matmul_rows(y, x, wt, bias, M, N, K, r0, r1, small, beta, accumulate);
         }
     }
+}
+
+static void cpu_matmul(mr_backend *b, float *y, const float *x, const float *w, const float *bias, int M, int N,
+                       int K, int accumulate) {
+    cpu_matmul_any(b, y, x, w, NULL, bias, M, N, K, accumulate);
+}
+
+static void cpu_matmul_bf16(mr_backend *b, float *y, const float *x, const uint16_t *w, const float *bias, int M,
+                            int N, int K, int accumulate) {
+    cpu_matmul_any(b, y, x, NULL, w, bias, M, N, K, accumulate);
 }
 
 /* ---- row-wise ----------------------------------------------------------- */
@@ -260,6 +349,9 @@ static const mr_backend_ops mr_cpu_ops = {
     .zero = cpu_zero,
     .copy_rows = cpu_copy_rows,
     .cache_write = cpu_cache_write,
+    .matmul_bf16 = cpu_matmul_bf16,
+    .upload_bf16 = cpu_upload_bf16,
+    .reserve_bf16 = cpu_reserve_bf16,
     .host_memory = 1,
 };
 
@@ -304,6 +396,12 @@ int mr_backend_cpu_init(mr_backend *b, int threads) {
 }
 
 void mr_backend_cpu_free(mr_backend *b) {
+    cpu_ctx *c = b->ctx;
+    if (c) {
+        free(c->xr);
+        free(c->wt);
+        free(c);
+    }
     b->ops = NULL;
     b->ctx = NULL;
     b->threads = 0;

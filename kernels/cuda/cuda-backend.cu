@@ -182,6 +182,10 @@ void mr_cuda_upload_bf16(mr_backend *b, uint16_t *dst, const float *src, size_t 
     }
 }
 
+static int cuda_reserve_bf16(mr_backend *b, int M, int K) {
+    return mr_backend_cuda_reserve(b, mr_cuda_matmul_bf16_scratch(M, K));
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 static const mr_backend_ops mr_cuda_ops = {
@@ -205,6 +209,9 @@ static const mr_backend_ops mr_cuda_ops = {
     /* .zero = */ mr_cuda_zero,
     /* .copy_rows = */ mr_cuda_copy_rows,
     /* .cache_write = */ mr_cuda_cache_write,
+    /* .matmul_bf16 = */ mr_cuda_matmul_bf16,
+    /* .upload_bf16 = */ mr_cuda_upload_bf16,
+    /* .reserve_bf16 = */ cuda_reserve_bf16,
     /* .host_memory = */ 0,
 };
 

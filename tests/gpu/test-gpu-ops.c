@@ -183,11 +183,18 @@ static void test_matmul(void) {
         /* bf16 weights: against the fp32 product, and exactly-ish against
          * the product of the rounded inputs (fp32 sums of exact products). */
         uint16_t *dwb = gput(NULL, nw * 2);
-        mr_cuda_upload_bf16(&G, dwb, w, nw);
+        G.ops->upload_bf16(&G, dwb, w, nw);
         G.ops->upload(&G, dy, y0, ny * 4);
-        mr_cuda_matmul_bf16(&G, dy, dx, dwb, MM[c].bias ? db : NULL, M, N, K, MM[c].acc);
+        G.ops->matmul_bf16(&G, dy, dx, dwb, MM[c].bias ? db : NULL, M, N, K, MM[c].acc);
         gget(yg, dy, ny * 4);
         compare("matmul_bf16 vs fp32", shape, yg, yc, ny, TOL_BF16);
+        /* the CPU backend's bf16 op (what the model runs on a CPU) */
+        uint16_t *wb = xmalloc(nw * 2);
+        C.ops->upload_bf16(&C, wb, w, nw);
+        memcpy(yc, y0, ny * sizeof(float));
+        C.ops->matmul_bf16(&C, yc, x, wb, MM[c].bias ? bias : NULL, M, N, K, MM[c].acc);
+        compare("matmul_bf16 vs cpu op", shape, yg, yc, ny, TOL_F32);
+        free(wb);
         float *xr = falloc(nx), *wr = falloc(nw), *yr = falloc(ny);
         double *yd = xmalloc(ny * sizeof(double));
         for (size_t i = 0; i < nx; i++) xr[i] = bf16_to_f32(mr_f32_to_bf16(x[i]));
@@ -227,8 +234,8 @@ static void test_scratch(void) {
     int M = 4097, K = 4096;
     mr_cuda_matmul_bf16(&G, NULL, NULL, NULL, NULL, M, 8, K, 0);
     expect_error("matmul_bf16 scratch too small", "mr_backend_cuda_reserve");
-    int st = mr_backend_cuda_reserve(&G, mr_cuda_matmul_bf16_scratch(M, K));
-    CHECK(st == 0, "reserve: %s", mr_backend_cuda_error(&G));
+    int st = G.ops->reserve_bf16(&G, M, K);
+    CHECK(st == 0, "reserve_bf16: %s", mr_backend_cuda_error(&G));
 }
 
 /* ---- row-wise and element-wise ------------------------------------------ */

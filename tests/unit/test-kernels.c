@@ -175,6 +175,105 @@ static void test_matmul_small(void) {
         }
 }
 
+/* ---- bf16 weights ------------------------------------------------------- */
+
+/* bf16 rounding written independently of kernels/bf16.h: keep the top 16
+ * bits, add one unit when the dropped half is above 0x8000 or exactly
+ * 0x8000 with the kept part odd (finite inputs). */
+static float ref_bf16(float f) {
+    uint32_t u, lo, hi;
+    memcpy(&u, &f, 4);
+    lo = u & 0xffffu;
+    hi = u & 0xffff0000u;
+    if (lo > 0x8000u || (lo == 0x8000u && (hi & 0x10000u))) hi += 0x10000u;
+    memcpy(&f, &hi, 4);
+    return f;
+}
+
+static void test_upload_bf16(void) {
+    enum { N = 4099 };
+    float *src = falloc(N);
+    fill(src, N, -1e3, 1e3);
+    /* ties: bit 15 set and the rest zero, with even and odd kept parts */
+    uint32_t ties[4] = {0x3f808000u, 0x3f818000u, 0xbf808000u, 0x7f7f8000u};
+    for (int i = 0; i < 4; i++) memcpy(&src[i], &ties[i], 4);
+    src[4] = INFINITY;
+    src[5] = -INFINITY;
+    src[6] = 1e-40f; /* subnormal */
+    src[7] = NAN;
+    uint16_t *dst = malloc(N * sizeof *dst);
+    B.ops->upload_bf16(&B, dst, src, N);
+    size_t bad = 0;
+    for (size_t i = 0; i < N; i++) {
+        float got;
+        uint32_t u = (uint32_t)dst[i] << 16;
+        memcpy(&got, &u, 4);
+        int ok = i == 7 ? isnan(got) : got == ref_bf16(src[i]);
+        if (!ok && bad++ < 5) fprintf(stderr, "  upload_bf16 [%zu]: %.9g -> %.9g\n", i, src[i], got);
+    }
+    CHECK(bad == 0, "upload_bf16: %zu of %d values not rounded to nearest even", bad, N);
+    free(src);
+    free(dst);
+}
+
+/* y = bf16(x) . bf16(w)^T: every product of two bf16 values is exact in
+ * float32, so the reference is the double sum of the rounded inputs
+ * (tolerance 1e-5, as fp32 matmul); and within 1e-2 of the fp32 product.
+ * Decode-sized M (the small-M kernel) must not depend on the thread count. */
+static void test_matmul_bf16(void) {
+    static const int shapes[][3] = {{1, 1, 1},    {1, 37, 65},  {3, 1, 17},    {7, 13, 1},  {2, 101, 1500},
+                                    {16, 33, 257}, {32, 19, 2011}, {33, 65, 129}, {64, 96, 128}, {1, 513, 300},
+                                    {300, 40, 70}, {100, 200, 33}};
+    CHECK(B.ops->reserve_bf16(&B, 300, 2011) == 0, "reserve_bf16");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        size_t mn = (size_t)M * N;
+        float *x = falloc((size_t)M * K), *wf = falloc((size_t)N * K), *bias = falloc(N);
+        float *y = falloc(mn), *y1 = falloc(mn), *y3 = falloc(mn), *y0 = falloc(mn);
+        uint16_t *w = malloc(((size_t)N * K + 1) * sizeof *w);
+        double *ref = dalloc(mn), *ref32 = dalloc(mn);
+        fill(x, (size_t)M * K, -1, 1);
+        fill(wf, (size_t)N * K, -1, 1);
+        fill(bias, N, -2, 2);
+        fill(y0, mn, -3, 3);
+        B.ops->upload_bf16(&B, w, wf, (size_t)N * K);
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int acc = 0; acc < 2; acc++) {
+                const float *bp = with_bias ? bias : NULL;
+                mr_backend *be[3] = {&B, &B1, &B3}; /* B1, B3 unreserved: they grow their scratch */
+                float *out[3] = {y, y1, y3};
+                for (int t = 0; t < 3; t++) {
+                    for (size_t i = 0; i < mn; i++) out[t][i] = acc ? y0[i] : NAN;
+                    be[t]->ops->matmul_bf16(be[t], out[t], x, w, bp, M, N, K, acc);
+                }
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        double r = acc ? y0[(size_t)m * N + n] : 0.0;
+                        if (with_bias) r += bias[n];
+                        double r32 = r;
+                        for (int k = 0; k < K; k++) {
+                            float xv = x[(size_t)m * K + k], wv = wf[(size_t)n * K + k];
+                            r += (double)ref_bf16(xv) * ref_bf16(wv);
+                            r32 += (double)xv * wv;
+                        }
+                        ref[(size_t)m * N + n] = r;
+                        ref32[(size_t)m * N + n] = r32;
+                    }
+                char what[112];
+                snprintf(what, sizeof what, "matmul_bf16 M=%d N=%d K=%d bias=%d acc=%d", M, N, K, with_bias, acc);
+                cmp(what, y, ref, mn, 1e-5);
+                cmp(what, y3, ref, mn, 1e-5);
+                strcat(what, " vs fp32");
+                cmp(what, y, ref32, mn, 1e-2);
+                if (small_m_kernel_runs(M)) {
+                    same_bits(what, y, y1, mn * sizeof *y);
+                    same_bits(what, y1, y3, mn * sizeof *y);
+                }
+            }
+        free(x); free(wf); free(bias); free(y); free(y1); free(y3); free(y0); free(w); free(ref); free(ref32);
+    }
+}
+
 /* ---- rmsnorm ------------------------------------------------------------ */
 
 static void test_rmsnorm(void) {
@@ -785,6 +884,8 @@ int main(void) {
     test_memory();
     test_matmul();
     test_matmul_small();
+    test_upload_bf16();
+    test_matmul_bf16();
     test_rmsnorm();
     test_rope();
     test_attention();
