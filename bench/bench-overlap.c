@@ -61,7 +61,7 @@ typedef struct run_ctx {
 static mr_status run_once(run_ctx *c) {
     const mr_backend_ops *ops = c->be->ops;
     if (c->mode == 1) return mr_allreduce_run(c->ar, c->y, c->y, (size_t)c->T * c->N);
-    if (c->mode == 3) return mr_allreduce_matmul(c->ar, c->be, c->y, c->x, c->w, NULL, c->T, c->N, c->K);
+    if (c->mode == 3) return mr_allreduce_matmul(c->ar, c->be, c->y, c->x, c->w, 0, NULL, c->T, c->N, c->K);
     /* compute, and sequential: the same GEMM chunks, each reduced at once */
     for (int r0 = 0; r0 < c->T; r0 += c->rows) {
         int n = c->T - r0 < c->rows ? c->T - r0 : c->rows;

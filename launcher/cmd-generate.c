@@ -79,6 +79,9 @@ static void usage(FILE *f) {
             "                         Each rank takes its placement's GPU (by PCI bus id), else local rank\n"
             "                         mod the visible GPUs (CUDA_VISIBLE_DEVICES); tensor and expert groups\n"
             "                         use NCCL when every rank has its own GPU (comm.backend=auto|nccl|mpi)\n"
+            "  --set runtime.weights=auto|fp32|bf16  storage of the weight matrices (MR_WEIGHTS in the\n"
+            "                         environment); auto (default): bf16 on a GPU, fp32 on CPUs.  bf16\n"
+            "                         halves their memory; embeddings, norms and MoE routers stay fp32\n"
             "request defaults (a request's own fields win):\n"
             "  --max-tokens N         tokens to generate (default 128)\n"
             "  --temperature T        0 = greedy (default 0)\n"
@@ -663,6 +666,10 @@ int mr_cmd_generate(int argc, char **argv) {
                   .ep_overlap = aro.overlap},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
+    mr_weights_kind wk = j.plan.runtime.weights;
+    mo.weights = wk == MR_WEIGHTS_KIND_BF16 || (wk == MR_WEIGHTS_KIND_AUTO && dev.kind == MR_DEVICE_CUDA)
+                     ? MR_WEIGHTS_BF16
+                     : MR_WEIGHTS_FP32;
     /* Failure-path tests: one rank finds no checkpoint where the others do. */
     const char *fail_rank = getenv("MR_TEST_FAIL_RANK");
     char missing[MR_PLAN_PATH_MAX + 64];
@@ -673,10 +680,11 @@ int mr_cmd_generate(int argc, char **argv) {
     }
     MR_CHECK_GOTO(mr_model_load(&m, model_path, &mo, &be), st, fail);
     if (!quiet && j.world->rank == 0)
-        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s), %s, %d requests (%d answered before), "
-                "batch %d, budget %d, %d threads per rank",
+        MR_INFO("model %s (%s, %d layers, hidden %d, %.1fM parameters%s, %s weight matrices%s), %s, %d requests "
+                "(%d answered before), batch %d, budget %d, %d threads per rank",
                 j.plan.model, cfg.model_type, cfg.n_layers, cfg.hidden, mr_config_param_count(&cfg) / 1e6,
-                synthetic ? ", synthetic weights" : "", tok ? "tokenizer loaded" : "no tokenizer (token ids only)",
+                synthetic ? ", synthetic weights" : "", mo.weights == MR_WEIGHTS_BF16 ? "bf16" : "fp32",
+                wk == MR_WEIGHTS_KIND_AUTO ? " (runtime.weights = auto)" : "", tok ? "tokenizer loaded" : "no tokenizer (token ids only)",
                 n_total, n_before, mo.max_slots, mo.max_step_tokens, be.threads);
     if (j.me.pipe_i == 0) {
         MR_CHECK_GOTO(share_requests(all, n_all, j.plan.parallel.data, j.me.data_i, &mine, &n_mine), st, fail);

@@ -21,19 +21,19 @@ int mr_allreduce_overlap_rows(const mr_allreduce *ar, int T, int N) {
     return T >= 2 * rows ? rows : 0;
 }
 
-mr_status mr_allreduce_matmul(mr_allreduce *ar, mr_backend *be, float *y, const float *x, const float *w,
-                              const float *bias, int T, int N, int K) {
+mr_status mr_allreduce_matmul(mr_allreduce *ar, mr_backend *be, float *y, const float *x, const void *w,
+                              int w_bf16, const float *bias, int T, int N, int K) {
     const mr_backend_ops *ops = be->ops;
     int rows = mr_allreduce_overlap_rows(ar, T, N);
     if (rows == 0) {
-        ops->matmul(be, y, x, w, bias, T, N, K, 0);
+        mr_backend_matmul_w(be, y, x, w, w_bf16, bias, T, N, K, 0);
         ops->sync(be);
         return mr_allreduce_run(ar, y, y, (size_t)T * N);
     }
     mr_status st = MR_OK;
     for (int r0 = 0; r0 < T && st == MR_OK; r0 += rows) {
         int n = T - r0 < rows ? T - r0 : rows;
-        ops->matmul(be, y + (size_t)r0 * N, x + (size_t)r0 * K, w, bias, n, N, K, 0);
+        mr_backend_matmul_w(be, y + (size_t)r0 * N, x + (size_t)r0 * K, w, w_bf16, bias, n, N, K, 0);
         ops->sync(be);
         st = mr_allreduce_start(ar, y + (size_t)r0 * N, (size_t)n * N);
     }

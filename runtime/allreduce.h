@@ -75,9 +75,10 @@ mr_status mr_allreduce_wait(mr_allreduce *ar);
 
 /* y(T,N) = x(T,K) . w(N,K)^T (+ bias), then summed over the group: a
  * row-parallel GEMM and its all-reduce, pipelined in chunks of tokens when
- * the engine overlaps (allreduce-overlap.c). */
-mr_status mr_allreduce_matmul(mr_allreduce *ar, mr_backend *be, float *y, const float *x, const float *w,
-                              const float *bias, int T, int N, int K);
+ * the engine overlaps (allreduce-overlap.c).  w is float32, or bf16 when
+ * w_bf16 != 0 (mr_backend_matmul_w). */
+mr_status mr_allreduce_matmul(mr_allreduce *ar, mr_backend *be, float *y, const float *x, const void *w,
+                              int w_bf16, const float *bias, int T, int N, int K);
 /* Token rows per chunk mr_allreduce_matmul uses for T x N outputs (0: no
  * pipelining -- overlap off, or fewer than two chunks). */
 int mr_allreduce_overlap_rows(const mr_allreduce *ar, int T, int N);

@@ -5,10 +5,12 @@
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
 
+/* Weight matrices (void *) are float32, or bf16 (uint16_t) when the model
+ * was loaded with weights = bf16 (m->wbf16); everything else is float32. */
 typedef struct mr_mlp_w {
-    float *gu;    /* (2I, H): gate rows then up rows */
+    void *gu;     /* (2I, H): gate rows then up rows */
     float *gu_b;  /* (2I) or NULL */
-    float *down;  /* (H, I) */
+    void *down;   /* (H, I) */
     float *down_b;/* (H) or NULL */
     int inter;
 } mr_mlp_w;
@@ -16,21 +18,25 @@ typedef struct mr_mlp_w {
 typedef struct mr_layer_w {
     float *attn_norm, *ffn_norm; /* (H) */
     /* standard attention: fused q,k,v rows */
-    float *wqkv, *bqkv;          /* ((nh + 2 nkv) hd, H), bias or NULL */
+    void *wqkv;                  /* ((nh + 2 nkv) hd, H) */
+    float *bqkv;                 /* bias or NULL */
     float *q_norm, *k_norm;      /* (hd) qwen3 */
     /* multi-head latent attention */
-    float *wq_a, *q_a_norm, *wq_b; /* (qr, H), (qr), (nh qk, qr) */
-    float *wq;                     /* (nh qk, H) when q_lora_rank == 0 */
-    float *wkv_a, *kv_a_norm, *wkv_b; /* (kvr + rope, H), (kvr), (nh (nope + v), kvr) */
-    float *wo, *bo;              /* (H, nh v) */
+    void *wq_a, *wq_b;           /* (qr, H), (nh qk, qr) */
+    float *q_a_norm;             /* (qr) */
+    void *wq;                    /* (nh qk, H) when q_lora_rank == 0 */
+    void *wkv_a, *wkv_b;         /* (kvr + rope, H), (nh (nope + v), kvr) */
+    float *kv_a_norm;            /* (kvr) */
+    void *wo;                    /* (H, nh v) */
+    float *bo;                   /* (H) or NULL */
     /* feed-forward */
     int moe;
     mr_mlp_w mlp;                /* dense layers */
-    float *router;               /* (E, H) */
+    float *router;               /* (E, H), always float32 */
     float *router_bias;          /* (E) deepseek e_score_correction_bias */
     mr_mlp_w *experts;           /* (E) */
     mr_mlp_w shared;             /* inter == 0: none */
-    float *shared_gate;          /* (1, H) qwen2_moe */
+    float *shared_gate;          /* (1, H) qwen2_moe, float32 */
 } mr_layer_w;
 
 typedef struct mr_workspace {
@@ -92,7 +98,8 @@ struct mr_model {
     mr_backend *be;
     float *embed;   /* (V, H) */
     float *norm;    /* (H) */
-    float *lm_head; /* (V, H), == embed when tied */
+    void *lm_head;  /* (V, H); == embed when tied and float32 (a bf16 copy of it otherwise) */
+    int wbf16;      /* weight matrices are bf16 (opt.weights) */
     mr_layer_w *layers;
     float *rope_freq; /* (rope_dim / 2) */
     float rope_mscale, attn_scale;

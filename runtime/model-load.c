@@ -21,6 +21,7 @@ typedef struct loader {
     size_t tmp_cap;
     float *full;       /* synthetic: the whole tensor before slicing */
     size_t full_cap;
+    int kmax;          /* widest weight matrix loaded (columns): the bf16 matmul's scratch */
 } loader;
 
 #define ALL MR_SLICE_ALL
@@ -97,20 +98,32 @@ static mr_status host_mirror(mr_model *m, void **h, void *d, size_t bytes, const
     return MR_OK;
 }
 
-/* Allocate a device buffer of n floats (or int32s: the same size). */
-static mr_status dev_alloc(mr_model *m, float **out, size_t n, const char *what) {
+static mr_status dev_alloc_bytes(mr_model *m, void **out, size_t bytes, const char *what) {
     MR_CHECK(track_room(&m->allocs, &m->n_allocs, &m->cap_allocs));
-    *out = m->be->ops->alloc(m->be, n * sizeof(float));
-    if (!*out) return mr_error(MR_ERR_NOMEM, "out of memory: %zu bytes for %s", n * sizeof(float), what);
+    *out = m->be->ops->alloc(m->be, bytes);
+    if (!*out) return mr_error(MR_ERR_NOMEM, "out of memory: %zu bytes for %s", bytes, what);
     m->allocs[m->n_allocs++] = *out;
     return MR_OK;
 }
 
+/* Allocate a device buffer of n floats (or int32s: the same size). */
+static mr_status dev_alloc(mr_model *m, float **out, size_t n, const char *what) {
+    return dev_alloc_bytes(m, (void **)out, n * sizeof(float), what);
+}
+
+/* Bytes of one element of a weight matrix. */
+static size_t mat_elem(const mr_model *m) { return m->wbf16 ? sizeof(uint16_t) : sizeof(float); }
+
+/* A weight matrix of n elements (float32 or bf16). */
+static mr_status mat_alloc(mr_model *m, void **out, size_t n, const char *what) {
+    return dev_alloc_bytes(m, out, n * mat_elem(m), what);
+}
+
 /* Read the slice `sl` of tensor `name`, whose full shape is (rows, cols)
- * (cols 0: 1-D), into device memory at dst.  Weights are stored as read,
- * no transposes.  Returns the element count through *n_out if asked. */
-static mr_status load_into(loader *L, float *dst, const char *name, int64_t rows, int64_t cols, init_kind kind,
-                           mr_slice sl) {
+ * (cols 0: 1-D), into L->tmp as float32; its element count into *n_out.
+ * Weights are stored as read, no transposes. */
+static mr_status read_slice(loader *L, const char *name, int64_t rows, int64_t cols, init_kind kind, mr_slice sl,
+                            size_t *n_out) {
     mr_model *m = L->m;
     int64_t c = cols ? cols : 1;
     int64_t r_n = sl.axis == 0 ? sl.count : rows, c_n = sl.axis == 1 ? sl.count : c;
@@ -130,8 +143,32 @@ static mr_status load_into(loader *L, float *dst, const char *name, int64_t rows
             memcpy(L->tmp + (size_t)(r * c_n), L->full + (size_t)(sr * c + sc), (size_t)c_n * sizeof(float));
         }
     }
-    m->be->ops->upload(m->be, dst, L->tmp, n * sizeof(float));
-    m->weight_bytes += n * sizeof(float);
+    *n_out = n;
+    return MR_OK;
+}
+
+/* The slice into float32 backend memory at dst. */
+static mr_status load_into(loader *L, float *dst, const char *name, int64_t rows, int64_t cols, init_kind kind,
+                           mr_slice sl) {
+    size_t n;
+    MR_CHECK(read_slice(L, name, rows, cols, kind, sl, &n));
+    L->m->be->ops->upload(L->m->be, dst, L->tmp, n * sizeof(float));
+    L->m->weight_bytes += n * sizeof(float);
+    return MR_OK;
+}
+
+/* The slice of a weight matrix (rows, cols) into `base` at element `off`,
+ * as float32 or bf16 (m->wbf16). */
+static mr_status load_mat_into(loader *L, void *base, size_t off, const char *name, int64_t rows, int64_t cols,
+                               init_kind kind, mr_slice sl) {
+    mr_model *m = L->m;
+    size_t n;
+    MR_CHECK(read_slice(L, name, rows, cols, kind, sl, &n));
+    int64_t k = sl.axis == 1 ? sl.count : cols;
+    if (k > L->kmax) L->kmax = (int)k;
+    if (m->wbf16) m->be->ops->upload_bf16(m->be, (uint16_t *)base + off, L->tmp, n);
+    else m->be->ops->upload(m->be, (float *)base + off, L->tmp, n * sizeof(float));
+    m->weight_bytes += n * mat_elem(m);
     return MR_OK;
 }
 
@@ -144,6 +181,11 @@ static mr_status load_new(loader *L, float **dst, const char *name, int64_t rows
                           mr_slice sl) {
     MR_CHECK(dev_alloc(L->m, dst, slice_elems(rows, cols, sl), name));
     return load_into(L, *dst, name, rows, cols, kind, sl);
+}
+
+static mr_status load_mat(loader *L, void **dst, const char *name, int64_t rows, int64_t cols, mr_slice sl) {
+    MR_CHECK(mat_alloc(L->m, dst, slice_elems(rows, cols, sl), name));
+    return load_mat_into(L, *dst, 0, name, rows, cols, INIT_LINEAR, sl);
 }
 
 /* gate/up/down of one MLP, named prefix + {gate,up,down}_proj (or mixtral's
@@ -159,13 +201,13 @@ static mr_status load_mlp(loader *L, mr_mlp_w *w, const char *prefix, int inter,
     int li = inter / parts;
     mr_slice rows = part(0, inter, parts, idx), cols = part(1, inter, parts, idx);
     w->inter = li;
-    MR_CHECK(dev_alloc(L->m, &w->gu, (size_t)2 * li * c->hidden, prefix));
+    MR_CHECK(mat_alloc(L->m, &w->gu, (size_t)2 * li * c->hidden, prefix));
     snprintf(name, sizeof name, "%s.%s.weight", prefix, g);
-    MR_CHECK(load_into(L, w->gu, name, inter, c->hidden, INIT_LINEAR, rows));
+    MR_CHECK(load_mat_into(L, w->gu, 0, name, inter, c->hidden, INIT_LINEAR, rows));
     snprintf(name, sizeof name, "%s.%s.weight", prefix, u);
-    MR_CHECK(load_into(L, w->gu + (size_t)li * c->hidden, name, inter, c->hidden, INIT_LINEAR, rows));
+    MR_CHECK(load_mat_into(L, w->gu, (size_t)li * c->hidden, name, inter, c->hidden, INIT_LINEAR, rows));
     snprintf(name, sizeof name, "%s.%s.weight", prefix, d);
-    MR_CHECK(load_new(L, &w->down, name, c->hidden, inter, INIT_LINEAR, cols));
+    MR_CHECK(load_mat(L, &w->down, name, c->hidden, inter, cols));
     if (bias) {
         MR_CHECK(dev_alloc(L->m, &w->gu_b, (size_t)2 * li, prefix));
         snprintf(name, sizeof name, "%s.%s.bias", prefix, g);
@@ -194,23 +236,23 @@ static mr_status load_attention(loader *L, mr_layer_w *w, const char *p) {
         if (c->q_lora_rank) {
             int64_t qr = c->q_lora_rank;
             snprintf(name, sizeof name, "%s.self_attn.q_a_proj.weight", p);
-            MR_CHECK(load_new(L, &w->wq_a, name, qr, H, INIT_LINEAR, ALL));
+            MR_CHECK(load_mat(L, &w->wq_a, name, qr, H, ALL));
             snprintf(name, sizeof name, "%s.self_attn.q_a_layernorm.weight", p);
             MR_CHECK(load_new(L, &w->q_a_norm, name, qr, 0, INIT_NORM, ALL));
             snprintf(name, sizeof name, "%s.self_attn.q_b_proj.weight", p);
-            MR_CHECK(load_new(L, &w->wq_b, name, nh * qk, qr, INIT_LINEAR, part(0, nh * qk, tp, r)));
+            MR_CHECK(load_mat(L, &w->wq_b, name, nh * qk, qr, part(0, nh * qk, tp, r)));
         } else {
             snprintf(name, sizeof name, "%s.self_attn.q_proj.weight", p);
-            MR_CHECK(load_new(L, &w->wq, name, nh * qk, H, INIT_LINEAR, part(0, nh * qk, tp, r)));
+            MR_CHECK(load_mat(L, &w->wq, name, nh * qk, H, part(0, nh * qk, tp, r)));
         }
         snprintf(name, sizeof name, "%s.self_attn.kv_a_proj_with_mqa.weight", p);
-        MR_CHECK(load_new(L, &w->wkv_a, name, kvr + rope, H, INIT_LINEAR, ALL));
+        MR_CHECK(load_mat(L, &w->wkv_a, name, kvr + rope, H, ALL));
         snprintf(name, sizeof name, "%s.self_attn.kv_a_layernorm.weight", p);
         MR_CHECK(load_new(L, &w->kv_a_norm, name, kvr, 0, INIT_NORM, ALL));
         snprintf(name, sizeof name, "%s.self_attn.kv_b_proj.weight", p);
-        MR_CHECK(load_new(L, &w->wkv_b, name, nh * kvw, kvr, INIT_LINEAR, part(0, nh * kvw, tp, r)));
+        MR_CHECK(load_mat(L, &w->wkv_b, name, nh * kvw, kvr, part(0, nh * kvw, tp, r)));
         snprintf(name, sizeof name, "%s.self_attn.o_proj.weight", p);
-        MR_CHECK(load_new(L, &w->wo, name, H, nh * v, INIT_LINEAR, part(1, nh * v, tp, r)));
+        MR_CHECK(load_mat(L, &w->wo, name, H, nh * v, part(1, nh * v, tp, r)));
         return MR_OK;
     }
     static const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
@@ -221,13 +263,13 @@ static mr_status load_attention(loader *L, mr_layer_w *w, const char *p) {
     mr_slice sls[3] = {part(0, full[0], tp, r), kvs, kvs};
     int64_t local[3] = {full[0] / tp, lo->nkv * hd, lo->nkv * hd};
     int64_t total = local[0] + local[1] + local[2];
-    MR_CHECK(dev_alloc(L->m, &w->wqkv, (size_t)(total * H), "qkv"));
+    MR_CHECK(mat_alloc(L->m, &w->wqkv, (size_t)(total * H), "qkv"));
     if (c->attn_bias) MR_CHECK(dev_alloc(L->m, &w->bqkv, (size_t)total, "qkv bias"));
     int64_t off = 0;
     for (int i = 0; i < 3; i++) {
         mr_slice sl = sls[i];
         snprintf(name, sizeof name, "%s.self_attn.%s.weight", p, qkv[i]);
-        MR_CHECK(load_into(L, w->wqkv + off * H, name, full[i], H, INIT_LINEAR, sl));
+        MR_CHECK(load_mat_into(L, w->wqkv, (size_t)(off * H), name, full[i], H, INIT_LINEAR, sl));
         if (c->attn_bias) {
             snprintf(name, sizeof name, "%s.self_attn.%s.bias", p, qkv[i]);
             MR_CHECK(load_into(L, w->bqkv + off, name, full[i], 0, INIT_BIAS, sl));
@@ -235,7 +277,7 @@ static mr_status load_attention(loader *L, mr_layer_w *w, const char *p) {
         off += local[i];
     }
     snprintf(name, sizeof name, "%s.self_attn.o_proj.weight", p);
-    MR_CHECK(load_new(L, &w->wo, name, H, nh * hd, INIT_LINEAR, part(1, nh * hd, tp, r)));
+    MR_CHECK(load_mat(L, &w->wo, name, H, nh * hd, part(1, nh * hd, tp, r)));
     if (c->o_bias && r == 0) {
         snprintf(name, sizeof name, "%s.self_attn.o_proj.bias", p);
         MR_CHECK(load_new(L, &w->bo, name, H, 0, INIT_BIAS, ALL));
@@ -425,11 +467,15 @@ mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *ck) {
     mr_status st = MR_OK;
     char p[256];
     MR_CHECK(resolve_shard(m));
+    if ((unsigned)m->opt.weights >= MR_WEIGHT_TYPE_COUNT)
+        return mr_error(MR_ERR_INPUT, "weights: unknown storage type %d", (int)m->opt.weights);
+    m->wbf16 = m->opt.weights == MR_WEIGHTS_BF16;
     const mr_local *lo = &m->loc;
     mr_slice vs = part(0, c->vocab, lo->tp, lo->tp_rank);
     size_t vrow = (size_t)lo->nv * (size_t)c->hidden;
-    /* The local embedding rows plus one zero row for tokens of other ranks. */
-    if (lo->first || (lo->last && c->tie_embeddings)) {
+    /* The local embedding rows plus one zero row for tokens of other ranks
+     * (a last stage reads a tied float32 LM head from them). */
+    if (lo->first || (lo->last && c->tie_embeddings && !m->wbf16)) {
         MR_CHECK_GOTO(dev_alloc(m, &m->embed, vrow + (size_t)c->hidden, "embedding"), st, out);
         MR_CHECK_GOTO(load_into(&L, m->embed, "model.embed_tokens.weight", c->vocab, c->hidden, INIT_EMBED, vs), st,
                       out);
@@ -438,9 +484,16 @@ mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *ck) {
     }
     if (lo->last) {
         MR_CHECK_GOTO(load_new(&L, &m->norm, "model.norm.weight", c->hidden, 0, INIT_NORM, ALL), st, out);
-        if (c->tie_embeddings) m->lm_head = m->embed;
-        else
-            MR_CHECK_GOTO(load_new(&L, &m->lm_head, "lm_head.weight", c->vocab, c->hidden, INIT_LINEAR, vs), st, out);
+        if (c->tie_embeddings && !m->wbf16) {
+            m->lm_head = m->embed;
+        } else if (c->tie_embeddings) { /* a bf16 copy of the embedding rows */
+            MR_CHECK_GOTO(mat_alloc(m, &m->lm_head, vrow, "lm_head"), st, out);
+            MR_CHECK_GOTO(load_mat_into(&L, m->lm_head, 0, "model.embed_tokens.weight", c->vocab, c->hidden,
+                                        INIT_EMBED, vs),
+                          st, out);
+        } else {
+            MR_CHECK_GOTO(load_mat(&L, &m->lm_head, "lm_head.weight", c->vocab, c->hidden, vs), st, out);
+        }
     }
     MR_CHECK_GOTO(mr_calloc((void **)&m->layers, (size_t)c->n_layers, sizeof *m->layers, "layers"), st, out);
     for (int l = lo->lb; l < lo->le; l++) {
@@ -455,6 +508,16 @@ mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *ck) {
         MR_CHECK_GOTO(load_ffn(&L, w, p, l), st, out);
     }
     MR_CHECK_GOTO(alloc_state(m), st, out);
+    if (m->wbf16) {
+        /* The bf16 matmul's scratch, now: (rows, widest K).  Rows: a step's
+         * tokens, all ranks' tokens for one expert under expert
+         * parallelism, a chunk of LM-head rows. */
+        int rows = m->opt.max_step_tokens * lo->ep;
+        if (rows < MR_LOGIT_CHUNK) rows = MR_LOGIT_CHUNK;
+        if (m->be->ops->reserve_bf16(m->be, rows, L.kmax > 0 ? L.kmax : 1) != 0)
+            MR_CHECK_GOTO(mr_error(MR_ERR_NOMEM, "out of memory: the bf16 matmul scratch for %d x %d", rows, L.kmax),
+                          st, out);
+    }
     if (ck) m->bytes_read = ck->bytes_read(ck->h);
 out:
     free(L.tmp);

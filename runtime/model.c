@@ -189,13 +189,19 @@ static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact)
 
 static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_allreduce_mode(m, buf, n, 0); }
 
+/* y(M,N) = x(M,K) . w(N,K)^T (+ bias) with a weight matrix (float32 or
+ * bf16, model-internal.h). */
+static void mm(mr_model *m, float *y, const float *x, const void *w, const float *bias, int M, int N, int K) {
+    mr_backend_matmul_w(m->be, y, x, w, m->wbf16, bias, M, N, K, 0);
+}
+
 /* Row-parallel output projection and its all-reduce over the tensor group
  * (overlapped in token chunks by the engine when it can). */
-static mr_status rowpar_out(mr_model *m, float *y, const float *x, const float *w, const float *bias, int T, int N,
+static mr_status rowpar_out(mr_model *m, float *y, const float *x, const void *w, const float *bias, int T, int N,
                             int K) {
     mr_allreduce *ar = m->opt.shard.tp_ar;
-    if (m->loc.tp > 1 && ar && !m->dev) return mr_allreduce_matmul(ar, m->be, y, x, w, bias, T, N, K);
-    m->be->ops->matmul(m->be, y, x, w, bias, T, N, K, 0);
+    if (m->loc.tp > 1 && ar && !m->dev) return mr_allreduce_matmul(ar, m->be, y, x, w, m->wbf16, bias, T, N, K);
+    mm(m, y, x, w, bias, T, N, K);
     return tp_allreduce(m, y, (size_t)T * N);
 }
 
@@ -217,7 +223,7 @@ static mr_status attention_std(mr_model *m, int l, const mr_batch *b) {
     mr_workspace *ws = &m->ws;
     int T = b->ntok, H = c->hidden, nh = m->loc.nh, nkv = m->loc.nkv, hd = c->head_dim;
     int W = (nh + 2 * nkv) * hd;
-    ops->matmul(m->be, ws->qkv, ws->h, w->wqkv, w->bqkv, T, W, H, 0); /* (T, W) */
+    mm(m, ws->qkv, ws->h, w->wqkv, w->bqkv, T, W, H); /* (T, W) */
     if (c->qk_norm) {
         for (int t = 0; t < T; t++) {
             float *row = ws->qkv + (size_t)t * W;
@@ -250,18 +256,18 @@ static mr_status attention_mla(mr_model *m, int l, const mr_batch *b) {
     int nope = c->qk_nope_dim, rope = c->qk_rope_dim, vd = c->v_head_dim, qk = nope + rope;
     int kvr = c->kv_lora_rank, qr = c->q_lora_rank;
     if (qr) {
-        ops->matmul(m->be, ws->lat, ws->h, w->wq_a, NULL, T, qr, H, 0);        /* (T, qr) */
+        mm(m, ws->lat, ws->h, w->wq_a, NULL, T, qr, H);       /* (T, qr) */
         ops->rmsnorm(m->be, ws->lat, ws->lat, w->q_a_norm, T, qr, MLA_LORA_NORM_EPS);
-        ops->matmul(m->be, ws->q, ws->lat, w->wq_b, NULL, T, nh * qk, qr, 0);  /* (T, nh qk) */
+        mm(m, ws->q, ws->lat, w->wq_b, NULL, T, nh * qk, qr); /* (T, nh qk) */
     } else {
-        ops->matmul(m->be, ws->q, ws->h, w->wq, NULL, T, nh * qk, H, 0);
+        mm(m, ws->q, ws->h, w->wq, NULL, T, nh * qk, H);
     }
     int la = kvr + rope;
-    ops->matmul(m->be, ws->lat, ws->h, w->wkv_a, NULL, T, la, H, 0);          /* (T, kvr + rope) */
+    mm(m, ws->lat, ws->h, w->wkv_a, NULL, T, la, H);         /* (T, kvr + rope) */
     ops->copy_rows(m->be, ws->lat2, (size_t)kvr, ws->lat, (size_t)la, T, kvr);
     ops->rmsnorm(m->be, ws->lat2, ws->lat2, w->kv_a_norm, T, kvr, MLA_LORA_NORM_EPS);
     int kvw = nh * (nope + vd);
-    ops->matmul(m->be, ws->qkv, ws->lat2, w->wkv_b, NULL, T, kvw, kvr, 0);    /* (T, nh (nope + v)) */
+    mm(m, ws->qkv, ws->lat2, w->wkv_b, NULL, T, kvw, kvr);   /* (T, nh (nope + v)) */
     ops->rope(m->be, ws->q, T, nh, nh * qk, qk, nope, rope, m->cur_pos, m->rope_freq, m->rope_mscale,
               c->rope_interleave);
     ops->rope(m->be, ws->lat, T, 1, la, 0, kvr, rope, m->cur_pos, m->rope_freq, m->rope_mscale,
@@ -283,14 +289,14 @@ static mr_status attention_mla(mr_model *m, int l, const mr_batch *b) {
 static void mlp_act(mr_model *m, const mr_mlp_w *w, const float *x, int T) {
     const mr_backend_ops *ops = m->be->ops;
     int H = m->cfg.hidden, I = w->inter;
-    ops->matmul(m->be, m->ws.gu, x, w->gu, w->gu_b, T, 2 * I, H, 0);
+    mm(m, m->ws.gu, x, w->gu, w->gu_b, T, 2 * I, H);
     ops->silu_mul(m->be, m->ws.act, m->ws.gu, T, I);
 }
 
 /* out(T,H) = down(silu(gate x) * up x) */
 static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
     mlp_act(m, w, x, T);
-    m->be->ops->matmul(m->be, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter, 0);
+    mm(m, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter);
 }
 
 /* The dense MLP of a layer, its down projection row-parallel with the
@@ -596,11 +602,11 @@ static mr_status lm_head(mr_model *m, const mr_batch *b, float *logits) {
         if (lo->tp == 1) {
             /* host: straight into the caller's rows; device: through logits_local */
             float *dst = m->dev ? ws->logits_local : logits + (size_t)r0 * V;
-            ops->matmul(m->be, dst, ws->final_h, m->lm_head, NULL, n, V, H, 0);
+            mm(m, dst, ws->final_h, m->lm_head, NULL, n, V, H);
             if (m->dev) fetch(m, logits + (size_t)r0 * V, dst, bytes);
             continue;
         }
-        ops->matmul(m->be, ws->logits_local, ws->final_h, m->lm_head, NULL, n, nv, H, 0);
+        mm(m, ws->logits_local, ws->final_h, m->lm_head, NULL, n, nv, H);
         mr_comm *tc = m->opt.shard.tp_comm;
         if (m->dev && tc->device_memory) {
             MR_CHECK(tc->ops->allgather(tc, ws->logits_local, ws->logits_all, bytes));

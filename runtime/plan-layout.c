@@ -375,6 +375,11 @@ mr_status mr_plan_load_model_config(mr_model_config *cfg, const char *model) {
 
 /* ---- bytes per rank --------------------------------------------------- */
 
+int mr_plan_bf16_weights(const mr_plan *p) {
+    mr_weights_kind w = p->runtime.weights;
+    return w == MR_WEIGHTS_KIND_BF16 || (w == MR_WEIGHTS_KIND_AUTO && p->runtime.device == MR_DEVICE_CUDA);
+}
+
 void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr_plan_bytes *out) {
     memset(out, 0, sizeof *out);
     mr_rank_coords rc = mr_plan_coords(p, rank);
@@ -384,6 +389,7 @@ void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr
     int first, count;
     mr_plan_stage_layers(p, c->n_layers, rc.pipe_i, &first, &count);
     mr_plan_bytes n = {0}; /* parameters, scaled to bytes at the end */
+    int bf16 = mr_plan_bf16_weights(p);
     for (int l = first; l < first + count; l++) {
         n.norms += 2 * H; /* input and post-attention norms */
         if (mr_config_is_mla(c)) {
@@ -402,7 +408,7 @@ void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr
         } else {
             uint64_t hd = (uint64_t)c->head_dim;
             n.attention += H * (nh + 2 * nkv) * hd + nh * hd * H;
-            if (c->attn_bias) n.attention += (nh + 2 * nkv) * hd;
+            if (c->attn_bias) n.norms += (nh + 2 * nkv) * hd; /* float32 with the norms */
             if (c->o_bias && rc.tensor_i == 0) n.norms += H; /* added once after the all-reduce */
             if (c->qk_norm) n.norms += 2 * hd;
         }
@@ -413,12 +419,13 @@ void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr
             if (p->parallel.expert > 1) n.routed += E / (uint64_t)p->parallel.expert * 3 * H * mi;
             else n.routed += E * 3 * H * (mi / T);
             uint64_t si = ((uint64_t)c->shared_intermediate + mi * (uint64_t)c->n_shared_experts) / T;
-            n.shared += 3 * H * si + (c->shared_intermediate ? H : 0); /* + qwen2_moe's shared gate */
+            n.shared += 3 * H * si;
+            n.router += c->shared_intermediate ? H : 0; /* qwen2_moe's shared-expert gate (float32) */
         } else {
             uint64_t inter = (uint64_t)c->intermediate / T;
             n.mlp += 3 * H * inter;
             if (c->mlp_bias) {
-                n.mlp += 2 * inter;
+                n.norms += 2 * inter;
                 if (rc.tensor_i == 0) n.norms += H; /* down_proj bias, added once */
             }
         }
@@ -427,18 +434,19 @@ void mr_plan_rank_bytes(const mr_plan *p, const mr_model_config *c, int rank, mr
     if (rc.pipe_i == 0) n.embed = vocab_slice;
     if (rc.pipe_i == p->parallel.pipeline - 1) {
         n.norms += H; /* final norm */
-        /* Tied: the last stage keeps its own copy unless it is also the first. */
-        n.lm_head = c->tie_embeddings && p->parallel.pipeline == 1 ? 0 : vocab_slice;
+        /* Tied: the last stage keeps its own copy unless it is also the
+         * first and the head is float32 like the embedding. */
+        n.lm_head = c->tie_embeddings && p->parallel.pipeline == 1 && !bf16 ? 0 : vocab_slice;
     }
-    const uint64_t f = sizeof(float);
+    const uint64_t f = sizeof(float), e = bf16 ? 2 : sizeof(float); /* e: weight matrices */
     out->embed = n.embed * f;
-    out->attention = n.attention * f;
-    out->mlp = n.mlp * f;
-    out->routed = n.routed * f;
-    out->shared = n.shared * f;
+    out->attention = n.attention * e;
+    out->mlp = n.mlp * e;
+    out->routed = n.routed * e;
+    out->shared = n.shared * e;
     out->router = n.router * f;
     out->norms = n.norms * f;
-    out->lm_head = n.lm_head * f;
+    out->lm_head = n.lm_head * e;
     out->total = out->embed + out->attention + out->mlp + out->routed + out->shared + out->router + out->norms +
                  out->lm_head;
 }

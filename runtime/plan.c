@@ -36,6 +36,7 @@ static const char *const compression_names[MR_COMPRESSION_COUNT] = {"none", "bf1
 static const char *const bind_names[MR_TOPO_BIND_POLICY_COUNT] = {"auto", "none", "force"};
 static const char *const gpu_names[MR_TOPO_GPU_POLICY_COUNT] = {"local_rank", "numa"};
 static const char *const device_names[MR_DEVICE_KIND_COUNT] = {"auto", "cpu", "cuda"};
+static const char *const weights_names[MR_WEIGHTS_KIND_COUNT] = {"auto", "fp32", "bf16"};
 
 #define SIZE_MAX_RANKS (1 << 16) /* per dimension; the product is checked too */
 #define BIG (1 << 30)
@@ -72,6 +73,7 @@ static const keydef keys[MR_PLAN_KEY_COUNT] = {
     [MR_PLAN_KEY_TOPO_GPU] = {"topology.gpu", T_ENUM, 0, 0, 0, 0, 0, gpu_names, MR_TOPO_GPU_POLICY_COUNT},
     [MR_PLAN_KEY_TOPO_EXPORT_NIC] = {"topology.export_nic", T_BOOL, 0, 0, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_DEVICE] = {"runtime.device", T_ENUM, 0, 0, 0, 0, 0, device_names, MR_DEVICE_KIND_COUNT},
+    [MR_PLAN_KEY_WEIGHTS] = {"runtime.weights", T_ENUM, 0, 0, 0, 0, 0, weights_names, MR_WEIGHTS_KIND_COUNT},
     [MR_PLAN_KEY_THREADS] = {"runtime.threads", T_INT, 0, 4096, 0, 0, 0, NULL, 0},
     [MR_PLAN_KEY_FSYNC_INTERVAL] = {"runtime.fsync_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
     [MR_PLAN_KEY_PROGRESS_INTERVAL] = {"runtime.progress_interval", T_FLOAT, 0, 0, 0, 86400, 0, NULL, 0},
@@ -113,6 +115,7 @@ static void *field(mr_plan *p, mr_plan_key k) {
     case MR_PLAN_KEY_TOPO_GPU: return &p->topology.gpu;
     case MR_PLAN_KEY_TOPO_EXPORT_NIC: return &p->topology.export_nic;
     case MR_PLAN_KEY_DEVICE: return &p->runtime.device;
+    case MR_PLAN_KEY_WEIGHTS: return &p->runtime.weights;
     case MR_PLAN_KEY_THREADS: return &p->runtime.threads;
     case MR_PLAN_KEY_FSYNC_INTERVAL: return &p->runtime.fsync_interval;
     case MR_PLAN_KEY_PROGRESS_INTERVAL: return &p->runtime.progress_interval;
@@ -137,6 +140,9 @@ const char *mr_topo_bind_name(mr_topo_bind_policy b) {
 const char *mr_topo_gpu_name(mr_topo_gpu_policy g) { return g >= 0 && g < MR_TOPO_GPU_POLICY_COUNT ? gpu_names[g] : "?"; }
 const char *mr_device_kind_name(mr_device_kind d) {
     return d >= 0 && d < MR_DEVICE_KIND_COUNT ? device_names[d] : "?";
+}
+const char *mr_weights_kind_name(mr_weights_kind w) {
+    return w >= 0 && w < MR_WEIGHTS_KIND_COUNT ? weights_names[w] : "?";
 }
 
 void mr_plan_init(mr_plan *p) {
@@ -434,6 +440,7 @@ static const struct {
     const char *var;
 } env_keys[] = {
     {MR_PLAN_KEY_DEVICE, "MR_DEVICE"},
+    {MR_PLAN_KEY_WEIGHTS, "MR_WEIGHTS"},
 };
 
 const char *mr_plan_env_var(mr_plan_key k) {

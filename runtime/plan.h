@@ -71,6 +71,14 @@ typedef enum mr_device_kind {
     MR_DEVICE_KIND_COUNT
 } mr_device_kind;
 
+/* Storage of the weight matrices (runtime/model.h mr_weight_type). */
+typedef enum mr_weights_kind {
+    MR_WEIGHTS_KIND_AUTO = 0, /* bf16 on a GPU, fp32 on CPUs */
+    MR_WEIGHTS_KIND_FP32,
+    MR_WEIGHTS_KIND_BF16,
+    MR_WEIGHTS_KIND_COUNT
+} mr_weights_kind;
+
 /* Every key a plan can hold, by its dotted name ("parallel.tensor"). */
 typedef enum mr_plan_key {
     MR_PLAN_KEY_MODEL = 0,
@@ -102,6 +110,7 @@ typedef enum mr_plan_key {
     MR_PLAN_KEY_TOPO_GPU,
     MR_PLAN_KEY_TOPO_EXPORT_NIC,
     MR_PLAN_KEY_DEVICE,
+    MR_PLAN_KEY_WEIGHTS,
     MR_PLAN_KEY_THREADS,
     MR_PLAN_KEY_FSYNC_INTERVAL,
     MR_PLAN_KEY_PROGRESS_INTERVAL,
@@ -161,6 +170,7 @@ typedef struct mr_plan {
     } topology;
     struct {
         mr_device_kind device;
+        mr_weights_kind weights;
         int threads; /* 0: the cores this process is bound to */
         float fsync_interval;    /* seconds between fsyncs of the output (0: every line) */
         float progress_interval; /* seconds between progress lines in a log (0: none) */
@@ -183,7 +193,8 @@ mr_status mr_plan_parse(mr_plan *p, const char *text, size_t len, const char *or
 mr_status mr_plan_set(mr_plan *p, const char *key, const char *value);
 
 /* Environment overrides, applied after the file and before the command
- * line (which wins): MR_DEVICE for runtime.device.  A bad value is
+ * line (which wins): MR_DEVICE for runtime.device, MR_WEIGHTS for
+ * runtime.weights.  A bad value is
  * MR_ERR_INPUT naming the variable and the choices. */
 mr_status mr_plan_env(mr_plan *p);
 /* The variable that overrides `k`, or NULL. */
@@ -200,6 +211,7 @@ const char *mr_compression_name(mr_compression c);
 const char *mr_topo_bind_name(mr_topo_bind_policy b);
 const char *mr_topo_gpu_name(mr_topo_gpu_policy g);
 const char *mr_device_kind_name(mr_device_kind d);
+const char *mr_weights_kind_name(mr_weights_kind w);
 
 /* ---- layout (pure functions of a plan that passed mr_plan_check) ------ */
 
@@ -250,7 +262,14 @@ mr_status mr_plan_load_model_config(mr_model_config *cfg, const char *model);
 
 /* ---- weights per rank ------------------------------------------------- */
 
-/* Bytes of fp32 parameters one rank holds, by kind. */
+/* Whether the weight matrices are bf16: runtime.weights = bf16, or auto
+ * with runtime.device = cuda (with device auto the launcher decides on the
+ * ranks; here it counts as cpu). */
+int mr_plan_bf16_weights(const mr_plan *p);
+
+/* Bytes of parameters one rank holds, by kind: the weight matrices
+ * (attention, mlp, routed, shared, lm_head) at 4 bytes, or 2 when
+ * mr_plan_bf16_weights; the rest float32. */
 typedef struct mr_plan_bytes {
     uint64_t embed;     /* first stage: its vocabulary slice */
     uint64_t attention; /* projections: head slices; MLA down-projections whole */
@@ -258,8 +277,9 @@ typedef struct mr_plan_bytes {
     uint64_t routed;    /* expert > 1: num_experts / expert whole experts per MoE
                            layer; expert = 1: every expert, intermediate slice */
     uint64_t shared;    /* shared experts: intermediate slice, on every rank */
-    uint64_t router;    /* router (and its bias), whole */
-    uint64_t norms;     /* norms (the final one on the last stage); o/down biases on tensor rank 0 */
+    uint64_t router;    /* router (and its bias), qwen2_moe's shared-expert gate: whole */
+    uint64_t norms;     /* norms (the final one on the last stage) and biases (q/k/v, gate/up;
+                           o/down on tensor rank 0) */
     uint64_t lm_head;   /* last stage: vocabulary slice (tied: a copy unless one stage) */
     uint64_t total;
 } mr_plan_bytes;

@@ -22,6 +22,10 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   add_test(NAME reference-gpu-${fx} COMMAND check-reference --backend cuda
            ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
   set_tests_properties(reference-gpu-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
+  # bf16 weights (the GPU default) against expected-bf16.* (tests.cmake)
+  add_test(NAME reference-gpu-bf16-${fx} COMMAND check-reference --backend cuda --weights bf16
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-gpu-bf16-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
 
 add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)

@@ -16,6 +16,18 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   set_tests_properties(reference-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)
 endforeach()
 
+# bf16 weight matrices against transformers run with the same bf16
+# roundings (expected-bf16.*, tests/reference/make_bf16_expect.py); and the
+# same staged as on a device.
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME reference-bf16-${fx} COMMAND check-reference --weights bf16 ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-bf16-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)
+  add_test(NAME reference-staged-bf16-${fx}
+           COMMAND check-reference --weights bf16 ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-staged-bf16-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300
+                       ENVIRONMENT MR_CPU_AS_DEVICE=1)
+endforeach()
+
 # The same on the CPU backend presented as a device (MR_CPU_AS_DEVICE=1:
 # host_memory 0), so the model keeps separate host mirrors and moves every
 # buffer as on a GPU: a missing upload or download fails here, not on the
@@ -36,6 +48,17 @@ foreach(fx qwen2 deepseek_v3)
   set_tests_properties(plans-staged-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE
                        ENVIRONMENT MR_CPU_AS_DEVICE=1)
 endforeach()
+
+# bf16 weight matrices (MR_WEIGHTS=bf16) under tensor and pipeline plans on
+# qwen2 (tied embeddings: a last stage keeps only the bf16 LM head).  Its
+# checkpoint is bf16 already, so the tensor split changes no rounding and
+# the plans must give the one-rank tokens and logits; models whose sums
+# reorder under a plan (MoE) move by bf16 rounding flips instead, which the
+# reference-bf16-* checks bound.
+add_test(NAME plans-bf16-qwen2 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+         ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen2 tensor=2 pipeline=2 tensor=2,pipeline=2)
+set_tests_properties(plans-bf16-qwen2 PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE
+                     ENVIRONMENT MR_WEIGHTS=bf16)
 
 # Plan invariance over real MPI (mpirun -np N --oversubscribe): every plan
 # gives exactly the tokens of one rank (greedy and seeded sampling).

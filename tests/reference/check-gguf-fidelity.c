@@ -162,7 +162,7 @@ static double check_logits(mr_model *m, int total) {
 
 static void check_greedy(mr_model *m, const int *which, int nw, int budget, const char *label) {
     ref_seqs seqs = {prompt, greedy, plen, glen};
-    ref_check_greedy(&seqs, m, which, nw, nw, budget, label);
+    ref_check_greedy(&seqs, m, which, nw, nw, budget, label, 1.0);
 }
 
 int main(int argc, char **argv) {

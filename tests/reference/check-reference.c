@@ -28,15 +28,33 @@
 
 #define MAXP 16
 #define TOL 1e-4
+/* bf16 weights (--weights bf16, against expected-bf16.*: transformers with
+ * the same bf16 roundings, make_bf16_expect.py).  The arithmetic is the same
+ * but the float32 sums are not in the same order, so now and then an
+ * activation lands on the other side of a bf16 rounding boundary; on these
+ * tiny models one such flip moves the logits by up to ~5e-3 of max |logit|.
+ * So: every prompt within 1e-2 (the issue's bf16 tolerance), and runs with
+ * no flip must show the exact arithmetic: at least MIN_EXACT of the 10
+ * logit runs within 1e-5 (4 to 9 of 10 on the CPU; fp32 weights, or
+ * activations not rounded, give none).  Greedy: 75% of the tokens before
+ * each continuation's first difference. */
+#define TOL_BF16 1e-2
+#define TOL_EXACT 1e-5
+#define MIN_EXACT 2
+#define BF16_AGREE 0.75
 
 static int np;
+static const char *suffix = ""; /* "-bf16": expected-bf16.* */
+static double tol = TOL;
+static double agree = 1.0;
+static int exact_runs, logit_runs;
 static int32_t *prompt[MAXP], *greedy[MAXP];
 static int plen[MAXP], glen[MAXP];
 static float *ref_logits[MAXP];
 
 static void load_expected(const char *dir) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/expected.json", dir);
+    snprintf(path, sizeof path, "%s/expected%s.json", dir, suffix);
     json_error_t e;
     json_t *root = json_load_file(path, 0, &e);
     if (!root) { fprintf(stderr, "%s:%d: %s\n", path, e.line, e.text); exit(1); }
@@ -57,7 +75,7 @@ static void load_expected(const char *dir) {
 
 static void load_ref_logits(const char *dir, int vocab) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    snprintf(path, sizeof path, "%s/expected%s.safetensors", dir, suffix);
     mr_checkpoint *ck;
     if (mr_checkpoint_open(&ck, path) != MR_OK) { fprintf(stderr, "%s\n", mr_last_error()); exit(1); }
     for (int i = 0; i < np; i++) {
@@ -96,7 +114,9 @@ static void check_logits(mr_model *m, const int *which, int nw, const char *labe
         int i = which[k];
         double err = rel_err(logits + (size_t)t * V, ref_logits[i], (size_t)plen[i] * V);
         printf("  %-8s prompt %d (%2d tokens): max rel logit error %.2e\n", label, i, plen[i], err);
-        CHECK(err <= TOL, "%s: prompt %d logits differ from transformers by %.3e (> %.0e)", label, i, err, TOL);
+        CHECK(err <= tol, "%s: prompt %d logits differ from transformers by %.3e (> %.0e)", label, i, err, tol);
+        exact_runs += err <= TOL_EXACT;
+        logit_runs++;
         t += plen[i];
     }
     free(tok);
@@ -108,7 +128,7 @@ static void check_logits(mr_model *m, const int *which, int nw, const char *labe
 
 static void check_greedy(mr_model *m, const int *which, int nw, int max_batch, int budget, const char *label) {
     ref_seqs seqs = {prompt, greedy, plen, glen};
-    ref_check_greedy(&seqs, m, which, nw, max_batch, budget, label);
+    ref_check_greedy(&seqs, m, which, nw, max_batch, budget, label, agree);
 }
 
 /* The backend named on the command line: 0 started, 77 skipped (the
@@ -149,15 +169,23 @@ static void backend_free(mr_backend *be, int cuda) {
 }
 
 int main(int argc, char **argv) {
-    const char *bname = "cpu";
-    if (argc == 4 && strcmp(argv[1], "--backend") == 0) {
-        bname = argv[2];
+    const char *bname = "cpu", *wname = "fp32";
+    while (argc >= 4 && (strcmp(argv[1], "--backend") == 0 || strcmp(argv[1], "--weights") == 0)) {
+        if (argv[1][2] == 'b') bname = argv[2];
+        else wname = argv[2];
         argv += 2;
         argc -= 2;
     }
-    if (argc != 2 || (strcmp(bname, "cpu") != 0 && strcmp(bname, "cuda") != 0)) {
-        fprintf(stderr, "usage: check-reference [--backend cpu|cuda] FIXTURE_DIR\n");
+    int bf16 = strcmp(wname, "bf16") == 0;
+    if (argc != 2 || (strcmp(bname, "cpu") != 0 && strcmp(bname, "cuda") != 0) ||
+        (!bf16 && strcmp(wname, "fp32") != 0)) {
+        fprintf(stderr, "usage: check-reference [--backend cpu|cuda] [--weights fp32|bf16] FIXTURE_DIR\n");
         return 2;
+    }
+    if (bf16) {
+        suffix = "-bf16";
+        tol = TOL_BF16;
+        agree = BF16_AGREE;
     }
     const char *dir = argv[1];
     int cuda = strcmp(bname, "cuda") == 0;
@@ -170,14 +198,16 @@ int main(int argc, char **argv) {
         total += plen[i];
         if (plen[i] + glen[i] > maxlen) maxlen = plen[i] + glen[i];
     }
-    mr_model_options mo = {.max_slots = np, .max_ctx = maxlen + 1, .max_step_tokens = total};
+    mr_model_options mo = {.max_slots = np, .max_ctx = maxlen + 1, .max_step_tokens = total,
+                           .weights = bf16 ? MR_WEIGHTS_BF16 : MR_WEIGHTS_FP32};
     mr_model *m;
     if (mr_model_load(&m, dir, &mo, &be) != MR_OK) {
         fprintf(stderr, "loading %s: %s\n", dir, mr_last_error());
         return 1;
     }
     const mr_model_config *c = mr_model_get_config(m);
-    printf("%s: %s, %d layers, %d prompts, %s backend\n", dir, c->model_type, c->n_layers, np, bname);
+    printf("%s: %s, %d layers, %d prompts, %s backend, %s weights\n", dir, c->model_type, c->n_layers, np, bname,
+           wname);
     load_ref_logits(dir, c->vocab);
 
     int all[MAXP];
@@ -187,6 +217,12 @@ int main(int argc, char **argv) {
     check_greedy(m, all, np, np, total, "greedy batched");
     for (int i = 0; i < np; i++) check_greedy(m, &i, 1, 1, total, "greedy alone");
     check_greedy(m, all, np, 2, 5, "greedy continuous (batch 2, budget 5)");
+    if (bf16) {
+        printf("  bf16: %d of %d logit runs within %.0e (exact arithmetic, no rounding flip)\n", exact_runs,
+               logit_runs, TOL_EXACT);
+        CHECK(exact_runs >= MIN_EXACT, "bf16: only %d of %d logit runs within %.0e of transformers (< %d)", exact_runs,
+              logit_runs, TOL_EXACT, MIN_EXACT);
+    }
 
     mr_model_free(m);
     backend_free(&be, cuda);

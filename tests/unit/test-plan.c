@@ -271,6 +271,22 @@ static void test_env(void) {
     unsetenv("MR_DEVICE");
     CHECK(mr_plan_env_var(MR_PLAN_KEY_DEVICE) && !mr_plan_env_var(MR_PLAN_KEY_TENSOR), "variables by key");
     CHECK(!strcmp(mr_device_kind_name(MR_DEVICE_CUDA), "cuda"), "name");
+    /* runtime.weights: MR_WEIGHTS, and what bf16 means for the byte counts */
+    CHECK(p.runtime.weights == MR_WEIGHTS_KIND_AUTO && !mr_plan_bf16_weights(&p), "weights default auto, on cpu fp32");
+    p.runtime.device = MR_DEVICE_CUDA;
+    CHECK(mr_plan_bf16_weights(&p), "auto on cuda: bf16");
+    setenv("MR_WEIGHTS", "fp32", 1);
+    CHECK(mr_plan_env(&p) == MR_OK && p.runtime.weights == MR_WEIGHTS_KIND_FP32 && !mr_plan_bf16_weights(&p),
+          "MR_WEIGHTS=fp32: %s", mr_last_error());
+    setenv("MR_WEIGHTS", "half", 1);
+    st = mr_plan_env(&p);
+    CHECK(st == MR_ERR_INPUT && mr_test_contains(mr_last_error(), "environment MR_WEIGHTS=half: runtime.weights must "
+                                                                  "be one of auto, fp32, bf16"),
+          "%s", mr_last_error());
+    unsetenv("MR_WEIGHTS");
+    CHECK(mr_plan_set(&p, "runtime.weights", "bf16") == MR_OK && p.runtime.weights == MR_WEIGHTS_KIND_BF16 &&
+              !strcmp(mr_weights_kind_name(p.runtime.weights), "bf16"),
+          "--set runtime.weights=bf16");
 }
 
 static void test_refusals(void) {
@@ -470,12 +486,13 @@ static void test_layout(void) {
 }
 
 /* Bytes the model loader holds for a one-rank model or one pipeline stage. */
-static uint64_t loaded_bytes(const char *arch, int layer_begin, int layer_end) {
+static uint64_t loaded_bytes(const char *arch, int layer_begin, int layer_end, int bf16) {
     char rel[128];
     snprintf(rel, sizeof rel, "tests/fixtures/%s", arch);
     mr_backend be = {0};
     if (mr_backend_cpu_init(&be, 1) != 0) return 0;
-    mr_model_options mo = {.max_slots = 1, .max_ctx = 8, .max_step_tokens = 4, .synthetic = 1, .seed = 1};
+    mr_model_options mo = {.max_slots = 1, .max_ctx = 8, .max_step_tokens = 4, .synthetic = 1, .seed = 1,
+                           .weights = bf16 ? MR_WEIGHTS_BF16 : MR_WEIGHTS_FP32};
     mo.shard.layer_begin = layer_begin;
     mo.shard.layer_end = layer_end;
     mr_model *m = NULL;
@@ -487,18 +504,22 @@ static uint64_t loaded_bytes(const char *arch, int layer_begin, int layer_end) {
     return b;
 }
 
+/* Per-rank bytes against what the loader holds, with fp32 and with bf16
+ * weight matrices (runtime.weights). */
 static void test_bytes(void) {
     static const char *const archs[] = {"llama", "qwen2", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"};
-    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+    for (size_t a = 0; a < 2 * sizeof archs / sizeof archs[0]; a++) {
+        int bf16 = a % 2;
         mr_model_config c;
-        if (!load_cfg(&c, archs[a])) continue;
+        if (!load_cfg(&c, archs[a / 2])) continue;
         mr_plan p;
         mr_plan_init(&p);
+        p.runtime.weights = bf16 ? MR_WEIGHTS_KIND_BF16 : MR_WEIGHTS_KIND_FP32;
         mr_plan_bytes whole, b[8];
         mr_plan_rank_bytes(&p, &c, 0, &whole);
         /* one rank: exactly what the loader holds */
-        uint64_t got = loaded_bytes(archs[a], 0, 0);
-        CHECK(whole.total == got, "%s: plan says %llu bytes, the loader holds %llu", archs[a],
+        uint64_t got = loaded_bytes(archs[a / 2], 0, 0, bf16);
+        CHECK(whole.total == got, "%s: plan says %llu bytes, the loader holds %llu", archs[a / 2],
               (unsigned long long)whole.total, (unsigned long long)got);
 
         /* pipeline = 2: each stage as the loader holds it; together the
@@ -510,12 +531,12 @@ static void test_bytes(void) {
             mr_plan_stage_layers(&p, c.n_layers, s, &first, &count);
             mr_plan_rank_bytes(&p, &c, s, &b[s]);
             sum += b[s].total;
-            got = loaded_bytes(archs[a], first, first + count);
-            CHECK(b[s].total == got, "%s stage %d: plan %llu, loader %llu", archs[a], s,
+            got = loaded_bytes(archs[a / 2], first, first + count, bf16);
+            CHECK(b[s].total == got, "%s stage %d: plan %llu, loader %llu", archs[a / 2], s,
                   (unsigned long long)b[s].total, (unsigned long long)got);
         }
-        CHECK(sum == whole.total + (c.tie_embeddings ? whole.embed : 0), "%s: stages sum to %llu, whole %llu",
-              archs[a], (unsigned long long)sum, (unsigned long long)whole.total);
+        CHECK(sum == whole.total + (c.tie_embeddings && !bf16 ? whole.embed : 0), "%s: stages sum to %llu, whole %llu",
+              archs[a / 2], (unsigned long long)sum, (unsigned long long)whole.total);
 
         /* tensor = 2: sliced parts halve; each rank at most 55% */
         p.parallel.pipeline = 1;
@@ -523,28 +544,29 @@ static void test_bytes(void) {
         uint64_t sliced = 0;
         for (int r = 0; r < 2; r++) {
             mr_plan_rank_bytes(&p, &c, r, &b[r]);
-            CHECK(b[r].total * 100 <= whole.total * 55, "%s tensor=2 rank %d holds %llu of %llu", archs[a], r,
+            CHECK(b[r].total * 100 <= whole.total * 55, "%s tensor=2 rank %d holds %llu of %llu", archs[a / 2], r,
                   (unsigned long long)b[r].total, (unsigned long long)whole.total);
             sliced += b[r].embed + b[r].attention + b[r].mlp + b[r].routed + b[r].shared + b[r].lm_head;
         }
         CHECK(b[0].embed + b[1].embed == whole.embed && b[0].mlp + b[1].mlp == whole.mlp &&
                   b[0].routed + b[1].routed == whole.routed && b[0].lm_head + b[1].lm_head == whole.lm_head,
-              "%s: tensor slices add up", archs[a]);
+              "%s: tensor slices add up", archs[a / 2]);
         (void)sliced;
 
         /* expert = 4 on an MoE model: a quarter of the routed experts per rank */
         if (c.n_experts) {
             mr_plan_init(&p);
+            p.runtime.weights = bf16 ? MR_WEIGHTS_KIND_BF16 : MR_WEIGHTS_KIND_FP32;
             p.parallel.data = 4;
             p.parallel.expert = 4;
-            CHECK(mr_plan_check(&p, &c, 4) == MR_OK, "%s expert=4: %s", archs[a], mr_last_error());
+            CHECK(mr_plan_check(&p, &c, 4) == MR_OK, "%s expert=4: %s", archs[a / 2], mr_last_error());
             for (int r = 0; r < 4; r++) {
                 mr_plan_rank_bytes(&p, &c, r, &b[r]);
                 CHECK(b[r].routed * 4 == whole.routed && b[r].shared == whole.shared && b[r].router == whole.router,
-                      "%s expert=4 rank %d: routed %llu of %llu", archs[a], r, (unsigned long long)b[r].routed,
+                      "%s expert=4 rank %d: routed %llu of %llu", archs[a / 2], r, (unsigned long long)b[r].routed,
                       (unsigned long long)whole.routed);
                 CHECK(b[r].total == whole.total - whole.routed + whole.routed / 4, "%s expert=4 rank %d total",
-                      archs[a], r);
+                      archs[a / 2], r);
             }
         }
         mr_config_free(&c);
