@@ -8,9 +8,13 @@
  * As in a model's decode step, weights come from memory, not from the
  * caches: shapes smaller than 256 MB get several copies of w, used in turn.
  *
+ * --bf16: the backend runs matmul_bf16 on bf16 copies of the weights (half
+ * the bytes; x rounded to bf16); the sgemm baseline stays fp32, and "diff"
+ * then shows the bf16 rounding (~1e-3).
+ *
  * usage: bench-matmul [--threads N] [--ms 1,2,4,8,16,32,64]
  *        [--shapes q,kv,gate,gate_up,down,lm_head] [--min-time 0.25]
- *        [--json FILE] */
+ *        [--bf16] [--json FILE] */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <getopt.h>
@@ -77,13 +81,17 @@ static double bench_read(int threads) {
 typedef struct run_ctx {
     mr_backend *be;
     float *y, *x, *w;
-    size_t wstride; /* floats between copies of w */
+    const uint16_t *wh; /* bf16 copies of w (--bf16), else NULL */
+    size_t wstride; /* values between copies of w */
     int copies, M, N, K, use_blas;
 } run_ctx;
 
 static void run_once(run_ctx *c, int copy) {
     const float *w = c->w + (size_t)(copy % c->copies) * c->wstride;
-    if (c->use_blas)
+    if (!c->use_blas && c->wh)
+        c->be->ops->matmul_bf16(c->be, c->y, c->x, c->wh + (size_t)(copy % c->copies) * c->wstride, NULL, c->M,
+                                c->N, c->K, 0);
+    else if (c->use_blas)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->M, c->N, c->K, 1.0f, c->x,
                     c->K, w, c->K, 0.0f, c->y, c->N);
     else
@@ -121,11 +129,12 @@ static int parse_list(const char *s, int *out, int max) {
 
 int main(int argc, char **argv) {
     const char *json_path = NULL, *ms_arg = "1,2,4,8,16,32,64", *shape_arg = NULL;
-    int threads = 0;
+    int threads = 0, bf16 = 0;
     double min_time = 0.25;
     static const struct option lo[] = {{"threads", 1, 0, 't'}, {"ms", 1, 0, 'm'},
                                        {"shapes", 1, 0, 's'},  {"min-time", 1, 0, 'r'},
                                        {"json", 1, 0, 'j'},    {"help", 0, 0, 'h'},
+                                       {"bf16", 0, 0, 'b'},
                                        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -135,10 +144,11 @@ int main(int argc, char **argv) {
         case 's': shape_arg = optarg; break;
         case 'r': min_time = atof(optarg); break;
         case 'j': json_path = optarg; break;
+        case 'b': bf16 = 1; break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
                     "usage: bench-matmul [--threads N] [--ms 1,2,4,8,16,32,64] "
-                    "[--shapes q,kv,gate,gate_up,down,lm_head] [--min-time S] [--json FILE]\n");
+                    "[--shapes q,kv,gate,gate_up,down,lm_head] [--min-time S] [--bf16] [--json FILE]\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -162,7 +172,8 @@ int main(int argc, char **argv) {
     uname(&un);
     char host[64] = "?";
     gethostname(host, sizeof host);
-    printf("# bench-matmul: y(M,N) = x(M,K) . w(N,K)^T, fp32, Llama-3.2-1B shapes\n");
+    printf("# bench-matmul: y(M,N) = x(M,K) . w(N,K)^T, backend weights %s, Llama-3.2-1B shapes\n",
+           bf16 ? "bf16 (matmul_bf16)" : "fp32");
     printf("# machine: %s %s, %d threads\n", host, un.machine, threads);
     printf("# memory (same run): memcpy %.1f GB/s (read+write bytes, one thread), read %.1f GB/s "
            "(%d threads): wGB/s near the read figure is the floor\n", bw, rd, threads);
@@ -173,8 +184,8 @@ int main(int argc, char **argv) {
 
     FILE *jf = json_path ? fopen(json_path, "w") : NULL;
     if (jf)
-        fprintf(jf, "{\"memcpy_gbs\": %.2f, \"read_gbs\": %.2f, \"threads\": %d, \"rows\": [\n",
-                bw, rd, threads);
+        fprintf(jf, "{\"memcpy_gbs\": %.2f, \"read_gbs\": %.2f, \"threads\": %d, \"weights\": \"%s\", \"rows\": [\n",
+                bw, rd, threads, bf16 ? "bf16" : "fp32");
     int first = 1;
     for (int s = 0; s < N_SHAPES; s++) {
         const shape *sh = &shapes[s];
@@ -195,24 +206,33 @@ int main(int argc, char **argv) {
             return 1;
         }
         fill(w, wn * (size_t)copies, 1 + (uint64_t)s);
+        uint16_t *wh = NULL;
+        if (bf16) { /* the bf16 copies, and the scratch reserved as the model does */
+            wh = malloc(sizeof(uint16_t) * wn * (size_t)copies);
+            if (!wh || be.ops->reserve_bf16(&be, maxm, K) != 0) {
+                fprintf(stderr, "bench-matmul: out of memory for %s\n", sh->name);
+                return 1;
+            }
+            be.ops->upload_bf16(&be, wh, w, wn * (size_t)copies);
+        }
         fill(x, (size_t)maxm * K, 1000003);
         double tb[MAX_MS], tr[MAX_MS];
         /* All sgemm rows first: OpenMP threads spinning after the backend's
          * regions would take the cores from OpenBLAS's own threads. */
         openblas_set_num_threads(threads);
         for (int i = 0; i < nm; i++) {
-            run_ctx rc = {&be, yr, x, w, wn, copies, ms[i], N, K, 1};
+            run_ctx rc = {&be, yr, x, w, NULL, wn, copies, ms[i], N, K, 1};
             tr[i] = time_it(&rc, min_time);
         }
         openblas_set_num_threads(1);
         for (int i = 0; i < nm; i++) {
-            run_ctx rc = {&be, yb, x, w, wn, copies, ms[i], N, K, 0};
+            run_ctx rc = {&be, yb, x, w, wh, wn, copies, ms[i], N, K, 0};
             tb[i] = time_it(&rc, min_time);
         }
         for (int i = 0; i < nm; i++) {
             int M = ms[i];
             /* Once more each on the first copy of w, for the comparison. */
-            run_ctx rb = {&be, yb, x, w, wn, 1, M, N, K, 0}, rr = {&be, yr, x, w, wn, 1, M, N, K, 1};
+            run_ctx rb = {&be, yb, x, w, wh, wn, 1, M, N, K, 0}, rr = {&be, yr, x, w, NULL, wn, 1, M, N, K, 1};
             run_once(&rb, 0);
             openblas_set_num_threads(threads);
             run_once(&rr, 0);
@@ -223,9 +243,9 @@ int main(int argc, char **argv) {
                 if (fabs(yb[j] - yr[j]) > d) d = fabs(yb[j] - yr[j]);
             }
             d = mx > 0 ? d / mx : d;
-            double flop = 2.0 * M * N * K, bytes = 4.0 * N * K;
+            double flop = 2.0 * M * N * K, bytes = 4.0 * N * K, bbytes = (bf16 ? 2.0 : 4.0) * N * K;
             printf("%-8s %6d %5d %4d | %9.3f %8.1f %7.1f | %9.3f %8.1f %7.1f | %5.2fx %8.1e\n",
-                   sh->name, N, K, M, tb[i] * 1e3, flop / tb[i] / 1e9, bytes / tb[i] / 1e9,
+                   sh->name, N, K, M, tb[i] * 1e3, flop / tb[i] / 1e9, bbytes / tb[i] / 1e9,
                    tr[i] * 1e3, flop / tr[i] / 1e9, bytes / tr[i] / 1e9, tr[i] / tb[i], d);
             if (jf) {
                 fprintf(jf,
@@ -234,12 +254,13 @@ int main(int argc, char **argv) {
                         "\"sgemm_ms\": %.4f, \"sgemm_gflops\": %.2f, \"sgemm_weight_gbs\": %.2f, "
                         "\"max_rel_diff\": %.3g}",
                         first ? "" : ",\n", sh->name, N, K, M, tb[i] * 1e3, flop / tb[i] / 1e9,
-                        bytes / tb[i] / 1e9, tr[i] * 1e3, flop / tr[i] / 1e9, bytes / tr[i] / 1e9, d);
+                        bbytes / tb[i] / 1e9, tr[i] * 1e3, flop / tr[i] / 1e9, bytes / tr[i] / 1e9, d);
                 first = 0;
             }
         }
         fflush(stdout);
         free(w);
+        free(wh);
         free(x);
         free(yb);
         free(yr);

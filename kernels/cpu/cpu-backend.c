@@ -56,6 +56,7 @@ static void cpu_sync(mr_backend *b) {}
  * init from MR_CPU_MATMUL_SMALL_M (process-wide, like OpenBLAS's thread
  * count); -1 until then, and where the CPU lacks FMA. */
 static int cpu_small_m_max = -1;
+static int cpu_fma; /* FMA in hardware: the bf16 gemv (cpu-gemm-small.c) may run */
 
 /* Scratch of the bf16 matmul (b->ctx; NULL until the first reserve). */
 typedef struct cpu_ctx {
@@ -69,7 +70,7 @@ typedef struct cpu_ctx {
 /* Weight rows converted at once by each thread of the bf16 matmul: few
  * for decode-sized M (the tile stays in L1/L2 and the rows are streamed
  * once), more for large M, where each BLAS call packs x again. */
-static int bf16_tile_rows(int M) { return M <= MR_CPU_SMALL_M_MAX ? 16 : 64; }
+static int bf16_tile_rows(int M) { return 64; }
 
 static int cpu_reserve_bf16(mr_backend *b, int M, int K) {
     cpu_ctx *c = b->ctx;
@@ -144,7 +145,7 @@ static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float 
         memset(y, 0, (size_t)N * sizeof *y);
         beta = 1.0f;
     }
-    int tile = bf16_tile_rows(M);
+    int tile = bf16_tile_rows(M), gemv_bf16 = cpu_fma;
     cpu_ctx *c = b->ctx;
     if (wh) {
         /* Scratch is reserved at start-up; growing here is the fallback. */
@@ -176,7 +177,8 @@ static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float 
         if (n1 > N) n1 = N;
         if (n1 > n0 && !wh) matmul_rows(y, x, w + (size_t)n0 * K, bias, M, N, K, n0, n1, small, beta, accumulate);
         float *wt = wh ? c->wt + (size_t)me * c->wt_cap : NULL;
-        for (int r0 = n0; wh && r0 < n1; r0 += tile) {
+        if (wh && M == 1 && gemv_bf16 && n1 > n0) mr_cpu_gemv_bf16(y, x, wh, K, n0, n1); /* y holds bias or 0 */
+        for (int r0 = n0; wh && !(M == 1 && gemv_bf16) && r0 < n1; r0 += tile) {
             int r1 = n1 - r0 < tile ? n1 : r0 + tile;
             const uint16_t *src = wh + (size_t)r0 * K;
             size_t n = (size_t)(r1 - r0) * (size_t)K;
@@ -390,7 +392,8 @@ int mr_backend_cpu_init(mr_backend *b, int threads) {
      * (see the top of this file). */
     openblas_set_num_threads(1);
     const char *e = getenv("MR_CPU_MATMUL_SMALL_M");
-    cpu_small_m_max = !mr_cpu_gemm_small_ok() ? 0 : e && *e ? atoi(e) : MR_CPU_SMALL_M_MAX;
+    cpu_fma = mr_cpu_gemm_small_ok();
+    cpu_small_m_max = !cpu_fma ? 0 : e && *e ? atoi(e) : MR_CPU_SMALL_M_MAX;
     if (cpu_small_m_max > mr_cpu_gemm_small_max_m()) cpu_small_m_max = mr_cpu_gemm_small_max_m();
     return 0;
 }

@@ -156,3 +156,39 @@ int mr_cpu_gemm_small_ok(void) {
     return 0; /* fmaf would be a library call */
 #endif
 }
+
+/* y(n0:n1) += x(K) . w(n0:n1, K)^T with w in bf16 (M = 1 of matmul_bf16):
+ * the weights are widened in registers as they stream in, so a decode step
+ * reads 2 bytes per weight.  Four vector accumulators (the FMA latency);
+ * accumulator j, lane l sums x[k] w[k] over k = 32i + 8j + l, the tail
+ * after the last whole 32 goes to accumulator 0 by vectors, then to its
+ * lanes one value each; the accumulators and lanes are added in a fixed
+ * order, so the result depends on neither the thread split nor the ISA
+ * clone. */
+static inline __attribute__((always_inline)) float bf16f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+MR_GEMM_CLONES
+void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1) {
+    enum { NA = 4 };
+    int k4 = K / (NA * VL) * (NA * VL), kv = K / VL * VL;
+    for (int n = n0; n < n1; n++) {
+        const uint16_t *wr = w + (size_t)n * K;
+        float a[NA][VL] = {{0}};
+        for (int k = 0; k < k4; k += NA * VL)
+            MR_UNROLL for (int j = 0; j < NA; j++)
+#pragma omp simd
+                for (int l = 0; l < VL; l++) a[j][l] = fmaf(x[k + j * VL + l], bf16f(wr[k + j * VL + l]), a[j][l]);
+        for (int k = k4; k < kv; k += VL)
+#pragma omp simd
+            for (int l = 0; l < VL; l++) a[0][l] = fmaf(x[k + l], bf16f(wr[k + l]), a[0][l]);
+        for (int k = kv; k < K; k++) a[0][k - kv] = fmaf(x[k], bf16f(wr[k]), a[0][k - kv]);
+        float t[VL];
+        for (int l = 0; l < VL; l++) t[l] = (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+        y[n] += lane_sum(t);
+    }
+}

@@ -26,6 +26,9 @@ void mr_cpu_attention(mr_backend *b, float *out, const float *q, const float *k,
 void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bias, int M,
                        int N, int K, int n0, int n1, int accumulate);
 int mr_cpu_gemm_small_ok(void);
+/* y(n0:n1) += x(K) . w(n0:n1,K)^T, w bf16 (all N rows; single-threaded).
+ * Needs FMA in hardware as well (mr_cpu_gemm_small_ok). */
+void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1);
 int mr_cpu_gemm_small_max_m(void);
 
 /* cpu-moe.c */
