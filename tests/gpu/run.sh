@@ -153,7 +153,8 @@ plain_build() {
     "$NVCC" "${NVFLAGS[@]}" -c "$f" -o "$B/$(basename "$f" .cu).o" > "$B/$(basename "$f").log" 2>&1 &
     pids+=($!)
   done
-  "$NVCC" "${NVFLAGS[@]}" -o "$B/gpu-floors" "$ROOT/tests/gpu/gpu-floors.cu" -lcublas > "$B/gpu-floors.log" 2>&1 &
+  "$NVCC" "${NVFLAGS[@]}" -o "$B/gpu-floors" "$ROOT/tests/gpu/gpu-floors.cu" "$ROOT/bench/gpu-floors-lib.cu" \
+    -lcublas > "$B/gpu-floors.log" 2>&1 &
   pids+=($!)
   for f in "$ROOT"/kernels/cpu/*.c "$ROOT/tests/gpu/test-gpu-ops.c" "$ROOT/tests/unit/harness.c" "${codec[@]}" "${extra[@]}"; do
     "$CC" "${CFLAGS[@]}" -c "$f" -o "$B/c-$(basename "$f" .c).o" > "$B/$(basename "$f").log" 2>&1 || rc=1
