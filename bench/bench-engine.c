@@ -199,6 +199,7 @@ typedef struct run_info {
     const char *model, *backend, *weights;
     char device[512];
     const floors *fl;
+    double bytes_per_param; /* weight bytes held / parameters (bf16 in effect: ~2) */
 } run_info;
 
 static void json_row_begin(FILE *jf, int *first, const run_info *ri, const char *phase, int batch) {
@@ -206,7 +207,8 @@ static void json_row_begin(FILE *jf, int *first, const run_info *ri, const char 
     json_str(jf, ri->model);
     fprintf(jf, ", \"backend\": \"%s\", \"device\": ", ri->backend);
     json_str(jf, ri->device);
-    fprintf(jf, ", \"weights\": \"%s\", \"mem_floor_gbs\": %.2f, \"mem_floor\": ", ri->weights, ri->fl->mem_gbs);
+    fprintf(jf, ", \"weights\": \"%s\", \"weight_bytes_per_param\": %.3f, \"mem_floor_gbs\": %.2f, \"mem_floor\": ",
+            ri->weights, ri->bytes_per_param, ri->fl->mem_gbs);
     json_str(jf, ri->fl->mem_name);
     fprintf(jf, ", \"gemm_floor_gflops\": %.2f, \"gemm_floor\": ", ri->fl->gemm_gflops);
     json_str(jf, ri->fl->gemm_name);
@@ -456,6 +458,12 @@ int main(int argc, char **argv) {
            cfg->model_type, mr_config_param_count(cfg) / 1e6, (body + lm_head) / 1e6, weight_names[wt],
            (double)mr_model_weight_bytes(m) / 1e9);
     printf("# backend %s: %s; load %.1f s\n", backend_names[bk], ri.device, t_load);
+    /* bf16 asked but 4 bytes a parameter held: the model stored fp32 */
+    double bpp = (double)mr_model_weight_bytes(m) / mr_config_param_count(cfg);
+    if (wt == MR_WEIGHTS_BF16 && bpp > 3.0)
+        printf("# NOTE: --weights bf16 but the model holds %.2f bytes per parameter: bf16 storage is not in "
+               "effect in this build's model\n", bpp);
+    ri.bytes_per_param = bpp;
     printf("# floors (same run): %s %.1f GB/s; %s %.1f GFLOP/s", fl.mem_name, fl.mem_gbs, fl.gemm_name,
            fl.gemm_gflops);
     if (bk == BACKEND_CUDA)
