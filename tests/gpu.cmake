@@ -28,10 +28,11 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
   set_tests_properties(reference-gpu-bf16-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
 
+# (its measurements live in bench/gpu-floors-lib.cu, shared with bench-engine)
 add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
 set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
 target_compile_options(gpu-floors PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
-target_link_libraries(gpu-floors PRIVATE CUDA::cudart CUDA::cublas)
+target_link_libraries(gpu-floors PRIVATE mr_bench_gpu)
 
 # The NCCL communicator against the MPI one, a GPU per rank
 # (runtime/nccl.cmake makes mr_comm_nccl when NCCL is found).

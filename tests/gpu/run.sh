@@ -7,6 +7,9 @@
 #                                     # (unpack, .pc rewrite, cmake configure
 #                                     # and build against the prefix, ctest -L unit)
 #   tests/gpu/run.sh --build-only     # anywhere with nvcc: both builds, no runs
+#   tests/gpu/run.sh --bench          # on the GPU machine: prefix, CMake build
+#                                     # (kept from an earlier run when there is
+#                                     # one), the benchmarks and the report only
 #
 # The GPU machine has the CUDA toolkit, cuBLAS and a C compiler, but none of
 # the Debian libraries the project needs (Open MPI, hwloc, libyaml, jansson,
@@ -21,12 +24,21 @@
 #      .pc files rewritten to point into it, and cmake runs with
 #      PKG_CONFIG_LIBDIR set to the prefix only; then `ctest -L gpu`.
 # Then compute-sanitizer (memcheck, racecheck) on test-gpu-ops where the
-# tool exists, gpu-floors, and the report.
+# tool exists, gpu-floors, the benchmarks (build 2's bench-engine on the GPU
+# beside the floors it measures, and bench/hf-generate.py where torch sees
+# the GPU) and the report.
 #
 # Environment: OUT (report folder; else bench/results), MR_DEBS_ROOT,
 # MR_CUDA_ARCH (default 90), MR_GPU_WORK (default /tmp/mr-gpu),
 # MR_GPU_CMAKE=0 (skip build 2), MR_GPU_SANITIZE=0, MR_GPU_SUITE=1 (also
-# ctest -L unit in build 2), MR_GPU_QUICK=1 (short floors).
+# ctest -L unit in build 2), MR_GPU_QUICK=1 (short floors), MR_GPU_BENCH=0
+# (no benchmarks), MR_GPU_BENCH_ROWS (default "llama-8b:bf16
+# deepseek-v2-lite:bf16 llama-8b:fp32": bench/models folder : weights),
+# MR_GPU_BENCH_STEPS (decode steps, default 8), MR_GPU_BENCH_TIMEOUT (s per
+# program, default 900), MR_GPU_HF=0 (no transformers rows).  To check the
+# benchmark step on a machine without a GPU: MR_GPU_BENCH_DEVICE=cpu (both
+# programs on the CPU) with rows naming small model folders by path
+# (MR_GPU_BENCH_ROWS="tests/fixtures/llama:fp32", MR_GPU_BENCH_PROMPT=32).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -37,6 +49,8 @@ DEBS=${MR_DEBS_ROOT:-$ROOT/.gpu-debs}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 if [ -n "${OUT:-}" ]; then OUTDIR=$OUT; REPORT=$OUT/gpu-report.md; FLOORS=$OUT/gpu-floors.json
 else OUTDIR=$ROOT/bench/results; REPORT=$OUTDIR/gpu-report-$STAMP.md; FLOORS=$OUTDIR/gpu-floors-$STAMP.json; fi
+BENCH_DIR=$OUTDIR         # the benchmarks' .json / .txt / table
+[ "$MODE" = "--bench" ] && REPORT=${REPORT%.md}-bench.md
 mkdir -p "$WORK" "$OUTDIR"
 NPROC=$(nproc 2>/dev/null || echo 4)
 P=$WORK/prefix            # the unpacked Debian packages
@@ -153,7 +167,8 @@ plain_build() {
     "$NVCC" "${NVFLAGS[@]}" -c "$f" -o "$B/$(basename "$f" .cu).o" > "$B/$(basename "$f").log" 2>&1 &
     pids+=($!)
   done
-  "$NVCC" "${NVFLAGS[@]}" -o "$B/gpu-floors" "$ROOT/tests/gpu/gpu-floors.cu" -lcublas > "$B/gpu-floors.log" 2>&1 &
+  "$NVCC" "${NVFLAGS[@]}" -o "$B/gpu-floors" "$ROOT/tests/gpu/gpu-floors.cu" "$ROOT/bench/gpu-floors-lib.cu" \
+    -lcublas > "$B/gpu-floors.log" 2>&1 &
   pids+=($!)
   for f in "$ROOT"/kernels/cpu/*.c "$ROOT/tests/gpu/test-gpu-ops.c" "$ROOT/tests/unit/harness.c" "${codec[@]}" "${extra[@]}"; do
     "$CC" "${CFLAGS[@]}" -c "$f" -o "$B/c-$(basename "$f" .c).o" > "$B/$(basename "$f").log" 2>&1 || rc=1
@@ -175,7 +190,8 @@ plain_build() {
 cmake_build() {
   local B=$WORK/build t0; t0=$(date +%s)
   command -v cmake >/dev/null || { note "cmake build | skipped: no cmake"; return 1; }
-  rm -rf "$B"
+  # --bench keeps an earlier build (configure again, build what changed)
+  if [ "$MODE" != "--bench" ] || [ ! -f "$B/CMakeCache.txt" ]; then rm -rf "$B"; fi
   local configure=(cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo
                    -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DPKG_CONFIG_EXECUTABLE="$P/bin/pkg-config"
                    -DMPI_C_COMPILER="$P/bin/mpicc" -DMPIEXEC_EXECUTABLE="$P/bin/mpirun"
@@ -211,6 +227,80 @@ run_ctest() { # label...
   return $rc
 }
 
+# ---- benchmarks: bench-engine on the GPU, transformers beside it -----------
+
+# "NVIDIA H100 80GB HBM3" -> h100-80gb-hbm3
+device_slug() {
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr 'A-Z' 'a-z' |
+    sed 's/^nvidia //; s/[^a-z0-9][^a-z0-9]*/-/g; s/^-//; s/-$//'
+}
+
+# One bench-engine run per row of MR_GPU_BENCH_ROWS (synthetic weights,
+# batches 1 and 64, prompt 512), each skipped when its memory estimate
+# (bench-engine --config-only: weights + KV cache + 4 GB of workspace and
+# slack) exceeds the device's; then hf-generate.py on the same rows when
+# torch imports and sees the GPU; then the table (bench/engine-table.py).
+# Files: $BENCH_DIR/gpu-engine-<model>[-fp32]-<slug>.{json,txt} and
+# gpu-hf-<model>[-fp32]-<slug>.{json,txt}.
+bench_step() {
+  local BE=$WORK/build/bench/bench-engine slug mem row model wt name est need t0 rc bad=0 hf=1
+  local steps=${MR_GPU_BENCH_STEPS:-8} limit=${MR_GPU_BENCH_TIMEOUT:-900} dev=${MR_GPU_BENCH_DEVICE:-cuda} dir
+  local prompt=${MR_GPU_BENCH_PROMPT:-512}
+  rm -f "$WORK/bench-table.md"
+  [ -x "$BE" ] || { note "benchmarks | skipped: no bench-engine in the CMake build"; return 1; }
+  slug=$(device_slug); [ -n "$slug" ] || slug=gpu
+  # MiB the runs may take: the GPU's memory, or the host's available memory on the CPU
+  if [ "$dev" = cpu ]; then mem=$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo)
+  else mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1); fi
+  BENCH_JSON=()
+  if [ "${MR_GPU_HF:-1}" = 0 ]; then hf=0; note "transformers rows | skipped (MR_GPU_HF=0)"
+  elif ! python3 -c 'import sys, torch, transformers
+if sys.argv[1] == "cuda" and not torch.cuda.is_available(): sys.exit("torch %s sees no CUDA device" % torch.__version__)' \
+       "$dev" > "$WORK/hf-import.log" 2>&1; then
+    hf=0; note "transformers rows | skipped: torch/transformers do not import or see no GPU ($(tail -1 "$WORK/hf-import.log" | cut -c1-120))"
+  fi
+  for row in ${MR_GPU_BENCH_ROWS:-llama-8b:bf16 deepseek-v2-lite:bf16 llama-8b:fp32}; do
+    model=${row%%:*}; wt=${row#*:}
+    # a bench/models folder by name, or (checks of this step) a path
+    case $model in */*) dir=$model; model=$(basename "$model") ;; *) dir=$ROOT/bench/models/$model ;; esac
+    name=$model-$slug; [ "$wt" = bf16 ] || name=$model-$wt-$slug
+    local args=(--model "$dir" --synthetic --weights "$wt" --batches 1,64 --prompt "$prompt")
+    est=$(in_prefix "$BE" "${args[@]}" --steps "$steps" --config-only 2>&1 |
+          sed -n 's/^weights ~\([0-9.]*\) GB fp32, ~\([0-9.]*\) GB bf16; KV cache \([0-9.]*\) GB.*/\1 \2 \3/p')
+    # (on the CPU the fp32 size: its backend may hold bf16 weights as fp32)
+    need=$(echo "$est" | awk -v wt="$wt" -v dev="$dev" '{ printf "%.0f", (wt == "fp32" || dev == "cpu" ? $1 : $2) + $3 + 4 }')
+    if [ -z "$est" ]; then note "bench-engine $model $wt | FAIL: --config-only gave no estimate"; bad=1; continue; fi
+    if [ -n "$mem" ] && [ "$need" -gt $((mem * 1048576 / 1000000000)) ]; then
+      note "bench-engine $model $wt | skipped: needs ~$need GB, the $dev has $((mem * 1048576 / 1000000000)) GB"; continue
+    fi
+    t0=$(date +%s)
+    in_prefix timeout "$limit" "$BE" "${args[@]}" --steps "$steps" --backend "$dev" \
+      --json "$BENCH_DIR/gpu-engine-$name.json" > "$BENCH_DIR/gpu-engine-$name.txt" 2>&1; rc=$?
+    cat "$BENCH_DIR/gpu-engine-$name.txt"
+    if [ $rc = 0 ]; then BENCH_JSON+=("$BENCH_DIR/gpu-engine-$name.json")
+      note "bench-engine $model $wt | ok in $(secs "$t0") s (~$need GB): gpu-engine-$name.{json,txt}"
+    elif [ $rc = 77 ]; then note "bench-engine $model $wt | skipped: $(tail -1 "$BENCH_DIR/gpu-engine-$name.txt" | cut -c1-160)"
+      rm -f "$BENCH_DIR/gpu-engine-$name.txt" "$BENCH_DIR/gpu-engine-$name.json"; continue
+    else bad=1; note "bench-engine $model $wt | FAIL exit $rc after $(secs "$t0") s ($(tail -1 "$BENCH_DIR/gpu-engine-$name.txt" | cut -c1-160))"; fi
+    [ $hf = 1 ] || continue
+    t0=$(date +%s)
+    timeout "$limit" python3 "$ROOT/bench/hf-generate.py" --model "$dir" --device "$dev" \
+      --weights "$wt" --batches 1,64 --prompt "$prompt" --steps 16 --json "$BENCH_DIR/gpu-hf-$name.json" \
+      > "$BENCH_DIR/gpu-hf-$name.txt" 2>&1; rc=$?
+    tail -8 "$BENCH_DIR/gpu-hf-$name.txt"
+    if [ $rc = 0 ]; then BENCH_JSON+=("$BENCH_DIR/gpu-hf-$name.json")
+      note "hf-generate $model $wt | ok in $(secs "$t0") s: gpu-hf-$name.{json,txt}"
+    else bad=1; note "hf-generate $model $wt | FAIL exit $rc after $(secs "$t0") s ($(tail -1 "$BENCH_DIR/gpu-hf-$name.txt" | cut -c1-160))"; fi
+  done
+  if [ ${#BENCH_JSON[@]} -gt 0 ]; then
+    if python3 "$ROOT/bench/engine-table.py" "${BENCH_JSON[@]}" > "$WORK/bench-table.md" 2> "$WORK/bench-table.log"; then
+      cp "$WORK/bench-table.md" "$BENCH_DIR/gpu-engine-table-$slug.md"
+      cat "$WORK/bench-table.md"
+    else note "benchmark table | FAIL: $(tail -1 "$WORK/bench-table.log")"; fi
+  fi
+  return $bad
+}
+
 # ---- main -------------------------------------------------------------------
 
 HAVE_PREFIX=
@@ -230,11 +320,12 @@ if [ "$MODE" = "--check-prefix" ]; then
 fi
 
 START=$(date +%s)
+BENCH_JSON=(); rm -f "$WORK/bench-table.md"
 DEVICE=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -4)
 echo "device: $DEVICE"
 if [ "${MR_GPU_CMAKE:-1}" != 0 ] && make_prefix; then HAVE_PREFIX=1; fi
-plain_build; PLAIN=$?
-TEST_RC=-1; FLOORS_RC=-1
+TEST_RC=-1; FLOORS_RC=-1; PLAIN=-1
+[ "$MODE" = "--bench" ] || { plain_build; PLAIN=$?; }
 if [ $PLAIN = 0 ]; then
   in_prefix "$WORK/plain/test-gpu-ops" > "$WORK/test-gpu-ops.log" 2>&1; TEST_RC=$?
   cat "$WORK/test-gpu-ops.log"
@@ -251,13 +342,18 @@ if [ $PLAIN = 0 ]; then
   cat "$WORK/gpu-floors.log"
   note "gpu-floors | exit $FLOORS_RC (JSON: $FLOORS)"
 fi
-CTEST_RC=-1
+CTEST_RC=-1; BENCH_RC=-1
 if [ -n "$HAVE_PREFIX" ] && cmake_build; then
-  run_ctest -L gpu; CTEST_RC=$?
-  [ "${MR_GPU_SUITE:-0}" = 1 ] && run_ctest -L unit
+  if [ "$MODE" != "--bench" ]; then
+    run_ctest -L gpu; CTEST_RC=$?
+    [ "${MR_GPU_SUITE:-0}" = 1 ] && run_ctest -L unit
+  fi
+  if [ "$MODE" = "--bench" ] || [ "${MR_GPU_BENCH:-1}" != 0 ]; then bench_step; BENCH_RC=$?; fi
+elif [ "$MODE" = "--bench" ]; then
+  note "benchmarks | not run: they need the CMake build against the Debian prefix (.gpu-debs)"
 fi
 
-{
+(
   echo "# GPU run, $STAMP"
   echo
   echo "Device (nvidia-smi name, memory, driver): $DEVICE"
@@ -270,6 +366,14 @@ fi
   echo "| step | result |"
   echo "| --- | --- |"
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/| /; s/$/ |/'
+  if [ -f "$WORK/bench-table.md" ]; then
+    echo; echo "## Benchmarks (bench-engine --backend ${MR_GPU_BENCH_DEVICE:-cuda}, synthetic weights; transformers beside)"; echo
+    cat "$WORK/bench-table.md"
+    for f in "${BENCH_JSON[@]}"; do
+      echo; echo "### $(basename "${f%.json}").txt"; echo; echo '```'; cat "${f%.json}.txt"; echo '```'
+    done
+  fi
+  [ "$MODE" = "--bench" ] && exit 0 # (the subshell: what follows is the tests' part)
   echo
   echo "## test-gpu-ops (CUDA backend against the CPU backend)"
   echo
@@ -291,6 +395,7 @@ fi
     echo; echo "## ctest -L gpu (cmake build against the Debian prefix)"; echo; echo '```'
     tail -25 "$WORK/ctest--Lgpu.log"; echo '```'
   fi
-} > "$REPORT"
+) > "$REPORT"
 echo "report: $REPORT"
-[ $TEST_RC = 0 ] && [ $FLOORS_RC = 0 ] && [ $CTEST_RC -le 0 ]
+[ "$MODE" = "--bench" ] && exit $BENCH_RC
+[ $TEST_RC = 0 ] && [ $FLOORS_RC = 0 ] && [ $CTEST_RC -le 0 ] && [ $BENCH_RC -le 0 ]
