@@ -168,12 +168,14 @@ static double kv_read_bytes(const mr_model_config *c, double pos) {
 }
 
 /* Weight bytes the last forward streamed, without the input embedding
- * table of an untied model (only the batch's rows are gathered from it;
- * it stays fp32, model.h). */
+ * table (only the batch's rows are gathered from it; it stays fp32,
+ * model.h) -- unless it is also the LM head: tied and fp32.  With bf16
+ * matrices a tied model keeps a bf16 copy as its head. */
 static double step_weight_bytes(const mr_model *m) {
     const mr_model_config *c = mr_model_get_config(m);
     double b = (double)mr_model_step_weight_bytes(m);
-    if (!c->tie_embeddings) b -= (double)c->vocab * c->hidden * sizeof(float);
+    if (!c->tie_embeddings || mr_model_get_options(m)->weights == MR_WEIGHTS_BF16)
+        b -= (double)c->vocab * c->hidden * sizeof(float);
     return b > 0 ? b : 0;
 }
 
@@ -366,6 +368,7 @@ static int forward(mr_model *m, const mr_batch *b, float *logits) {
 }
 
 int main(int argc, char **argv) {
+    mr_cpu_blas_core_check(argv, 1); /* may restart this program (kernels/cpu/cpu-blas-core.c) */
     const char *model_dir = NULL, *json_path = NULL, *batches = "1,8,64";
     int config = 0, synthetic = 0, prompt = 128, steps = 16, threads = 0, generate = 0, device = 0, pbatch = 4;
     backend_kind bk = BACKEND_CPU;

@@ -128,6 +128,7 @@ static int parse_list(const char *s, int *out, int max) {
 }
 
 int main(int argc, char **argv) {
+    mr_cpu_blas_core_check(argv, 1); /* may restart this program (kernels/cpu/cpu-blas-core.c) */
     const char *json_path = NULL, *ms_arg = "1,2,4,8,16,32,64", *shape_arg = NULL;
     int threads = 0, bf16 = 0;
     double min_time = 0.25;

@@ -130,6 +130,17 @@ static inline void mr_backend_matmul_w(mr_backend *b, float *y, const float *x, 
 
 /* CPU backend: threads <= 0 uses every core this process may run on. */
 int mr_backend_cpu_init(mr_backend *b, int threads);
+/* First thing in main (before MPI_Init or threads): if OpenBLAS loaded a
+ * generic core on a CPU with AVX2 / AVX-512 (a release older than the
+ * CPU) and OPENBLAS_CORETYPE is unset: restart != 0 starts this program
+ * again with the variable set (the benchmarks); restart = 0 only warns
+ * (moerun generate: other kernels give other rounding, and the tests hold
+ * a resumed job to the bits of an uninterrupted one).  Returns when no
+ * restart happened.  kernels/cpu/cpu-blas-core.c. */
+void mr_cpu_blas_core_check(char **argv, int restart);
+/* The core mr_cpu_blas_core_check would set for OpenBLAS core `core` on
+ * this CPU ("SkylakeX", "Haswell"), or NULL. */
+const char *mr_cpu_blas_better_core(const char *core);
 /* Frees the backend's scratch (bf16 matmul). */
 void mr_backend_cpu_free(mr_backend *b);
 

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels/backend.h"
 #include "launcher/commands.h"
 
 static void usage(FILE *f) {
@@ -27,7 +28,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "generate")) return mr_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) {
+        mr_cpu_blas_core_check(argv, 0); /* a warning when OpenBLAS took generic kernels */
+        return mr_cmd_generate(argc - 1, argv + 1);
+    }
     if (!strcmp(cmd, "plan")) return mr_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "topo")) return mr_cmd_topo(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -175,6 +175,28 @@ static void test_matmul_small(void) {
         }
 }
 
+/* ---- OpenBLAS core ------------------------------------------------------ */
+
+/* Cores with AVX2 kernels are kept; a generic one is replaced only by a
+ * core this CPU can run (checked against the CPU's own flags). */
+static void test_blas_core(void) {
+    static const char *const keep[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        CHECK(mr_cpu_blas_better_core(keep[i]) == NULL, "core %s must be kept", keep[i]);
+    const char *b = mr_cpu_blas_better_core("Prescott");
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char *want = avx512 ? "SkylakeX" : avx2 ? "Haswell" : NULL;
+    CHECK((b == NULL && want == NULL) || (b && want && !strcmp(b, want)), "Prescott on this CPU -> %s, want %s",
+          b ? b : "keep", want ? want : "keep");
+#else
+    CHECK(b == NULL, "not x86-64: keep the library's core");
+#endif
+}
+
 /* ---- bf16 weights ------------------------------------------------------- */
 
 /* bf16 rounding written independently of kernels/bf16.h: keep the top 16
@@ -884,6 +906,7 @@ int main(void) {
     test_memory();
     test_matmul();
     test_matmul_small();
+    test_blas_core();
     test_upload_bf16();
     test_matmul_bf16();
     test_rmsnorm();
