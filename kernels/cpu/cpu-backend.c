@@ -67,10 +67,10 @@ typedef struct cpu_ctx {
     int wt_threads;
 } cpu_ctx;
 
-/* Weight rows converted at once by each thread of the bf16 matmul: few
- * for decode-sized M (the tile stays in L1/L2 and the rows are streamed
- * once), more for large M, where each BLAS call packs x again. */
-static int bf16_tile_rows(int M) { return 64; }
+/* Weight rows each thread of the bf16 matmul converts at once (M > 1): a
+ * tile of 64 rows stays in L2 and each BLAS or small-M call on it packs x
+ * once per 64 rows. */
+#define BF16_TILE_ROWS 64
 
 static int cpu_reserve_bf16(mr_backend *b, int M, int K) {
     cpu_ctx *c = b->ctx;
@@ -79,7 +79,7 @@ static int cpu_reserve_bf16(mr_backend *b, int M, int K) {
         if (!c) return -1;
         b->ctx = c;
     }
-    size_t xr = (size_t)M * (size_t)K, wt = (size_t)bf16_tile_rows(M) * (size_t)K;
+    size_t xr = (size_t)M * (size_t)K, wt = (size_t)BF16_TILE_ROWS * (size_t)K;
     if (xr > c->xr_cap) {
         float *p = cpu_alloc(b, xr * sizeof(float));
         if (!p) return -1;
@@ -145,7 +145,7 @@ static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float 
         memset(y, 0, (size_t)N * sizeof *y);
         beta = 1.0f;
     }
-    int tile = bf16_tile_rows(M), gemv_bf16 = cpu_fma;
+    int tile = BF16_TILE_ROWS, gemv_bf16 = cpu_fma;
     cpu_ctx *c = b->ctx;
     if (wh) {
         /* Scratch is reserved at start-up; growing here is the fallback. */
