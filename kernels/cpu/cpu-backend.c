@@ -120,9 +120,10 @@ static void matmul_rows(float *y, const float *x, const float *wb, const float *
 
 /* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y.
  * The weights are float32 w, or bf16 wh (w NULL): then x is rounded to
- * bf16 first (into the scratch), and each thread converts its weight rows
- * a tile at a time into its own scratch before the same BLAS calls, so
- * memory traffic is the bf16 bytes. */
+ * bf16 first (into the scratch); for M = 1 each thread runs the bf16 gemv
+ * on its rows (where the CPU has FMA), otherwise it converts its weight
+ * rows a tile at a time into its own scratch before the same BLAS calls.
+ * Either way memory traffic is the bf16 bytes. */
 static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float *w, const uint16_t *wh,
                            const float *bias, int M, int N, int K, int accumulate) {
     assert(M >= 1 && N >= 1 && K >= 1);
