@@ -108,6 +108,16 @@ typedef struct mr_backend_ops {
     /* Scratch for matmul_bf16 up to (M, K), allocated now (start-up), so
      * that the calls allocate nothing.  0, or -1 when out of memory. */
     int (*reserve_bf16)(mr_backend *b, int M, int K);
+    /* The deterministic mode's product (NULL where a backend has none):
+     * y(M,N) = x(M,K) . w(N,K)^T (+ bias) with w float32 or (w_bf16) bf16
+     * as matmul_bf16, each element summed in the same fixed order whatever
+     * M, N, the threads or the machine: lanes over blocks of kc columns,
+     * the blocks added in order onto 0 + bias.  block_stride != 0 (bias
+     * NULL): block i's sum alone into y + i block_stride instead, for a
+     * caller that adds the blocks of several ranks in that order.  kc at
+     * most 8192; bf16 needs reserve_bf16(M, K). */
+    void (*matmul_fixed)(mr_backend *b, float *y, const float *x, const void *w, int w_bf16, const float *bias,
+                         int M, int N, int K, int kc, size_t block_stride);
     /* 1: the pointers alloc returns are host memory that the caller may
      * read and write directly (the CPU backend); 0: device memory, reached
      * only through the ops, upload and download (CUDA). */

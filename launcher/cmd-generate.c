@@ -82,6 +82,10 @@ static void usage(FILE *f) {
             "  --set runtime.weights=auto|fp32|bf16  storage of the weight matrices (MR_WEIGHTS in the\n"
             "                         environment); auto (default): bf16 on a GPU, fp32 on CPUs.  bf16\n"
             "                         halves their memory; embeddings, norms and MoE routers stay fp32\n"
+            "  --set comm.deterministic=true  (or MR_DETERMINISTIC=true) the same bits for every plan (tensor\n"
+            "                         sizes up to 8), batch size and thread count: fixed-order products,\n"
+            "                         block sums all-gathered instead of the tensor all-reduce; CPU\n"
+            "                         backend only, slower (bench/results/deterministic-*)\n"
             "request defaults (a request's own fields win):\n"
             "  --max-tokens N         tokens to generate (default 128)\n"
             "  --temperature T        0 = greedy (default 0)\n"
@@ -597,6 +601,12 @@ int mr_cmd_generate(int argc, char **argv) {
     mr_allreduce_opts aro;
     mr_allreduce_opts_from_plan(&aro, &j.plan);
     MR_CHECK_GOTO(mr_allreduce_opts_from_env(&aro), st, fail);
+    if (j.plan.comm.deterministic && aro.compression != MR_COMPRESS_NONE) {
+        st = mr_error(MR_ERR_INPUT, "comm.deterministic is on and the tensor all-reduce compresses (%s): compressed "
+                      "sums are not exact; set comm.allreduce.compression: none (or turn comm.deterministic off)",
+                      mr_compression_name(aro.compression));
+        goto fail;
+    }
     j.me = mr_plan_coords(&j.plan, j.world->rank);
     j.reporter = j.me.pipe_i == 0 && j.me.tensor_i == 0;
     mr_request_defaults d = {
@@ -666,6 +676,11 @@ int mr_cmd_generate(int argc, char **argv) {
                   .ep_overlap = aro.overlap},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
+    mo.deterministic = j.plan.comm.deterministic;
+    if (mo.deterministic && j.world->rank == 0 && !quiet)
+        MR_INFO("deterministic mode: fixed-order products, %s", j.plan.parallel.tensor > 1
+                ? "the tensor all-reduce replaced by all-gathered block sums added in order"
+                : "the same bits as any plan of this model");
     mr_weights_kind wk = j.plan.runtime.weights;
     mo.weights = wk == MR_WEIGHTS_KIND_BF16 || (wk == MR_WEIGHTS_KIND_AUTO && dev.kind == MR_DEVICE_CUDA)
                      ? MR_WEIGHTS_BF16

@@ -75,6 +75,10 @@ typedef struct mr_workspace {
     float *h_ep_send, *h_ep_recv;                     /* their host mirrors */
     int32_t *ep_order, *h_ep_order;                   /* (ep T k) */
     uint64_t *expert_tokens;                          /* host (ne) */
+    /* deterministic mode with tp > 1: block sums of a row-parallel product */
+    float *det_local, *det_all;     /* (det_cap / tp), (det_cap) */
+    float *h_det_local, *h_det_all; /* their host mirrors */
+    size_t det_cap;                 /* floats */
 } mr_workspace;
 
 #define MR_LOGIT_CHUNK 64
@@ -113,6 +117,8 @@ struct mr_model {
     mr_moe_ep_stats ep_stats;     /* see mr_model_moe_ep_stats */
     struct mr_progress *ep_prog;  /* the combine's progress thread (shard.ep_overlap) */
     int dev;                      /* backend memory is not host memory: stage through the host */
+    int det;                      /* deterministic mode (opt.deterministic) */
+    unsigned det_tmask;           /* bit t: tensor size t (<= 8) fits the model (det_lcm) */
     const int32_t *cur_slot, *cur_pos, *cur_out_rows; /* the forward's arrays in backend memory */
     void **allocs; /* every device buffer, for mr_model_free */
     size_t n_allocs, cap_allocs;
@@ -127,6 +133,13 @@ typedef struct mr_weight_source {
     mr_status (*read)(void *h, const char *name, int ndim, const int64_t *shape, mr_slice sl, float *dst);
     uint64_t (*bytes_read)(const void *h);
 } mr_weight_source;
+
+/* Deterministic mode (model-load.c).  A row-parallel product of full
+ * width K is summed in blocks of mr_det_kc(m, K, 1) columns, which divides
+ * K / t for every tensor size t <= 8 the model admits (bit t of
+ * det_tmask), so every plan adds the same block sums in the same order;
+ * any other product (full K on every rank) in blocks of mr_det_kc(m, K, 0). */
+int mr_det_kc(const mr_model *m, int K, int rowpar);
 
 /* Weight loading (model-load.c); src NULL: synthetic weights. */
 mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *src);

@@ -214,7 +214,7 @@ static mr_status load_mlp(loader *L, mr_mlp_w *w, const char *prefix, int inter,
         MR_CHECK(load_into(L, w->gu_b, name, inter, 0, INIT_BIAS, rows));
         snprintf(name, sizeof name, "%s.%s.bias", prefix, u);
         MR_CHECK(load_into(L, w->gu_b + li, name, inter, 0, INIT_BIAS, rows));
-        if (idx == 0) {
+        if (idx == 0 || L->m->det) { /* deterministic mode: every rank adds it (model.c) */
             snprintf(name, sizeof name, "%s.%s.bias", prefix, d);
             MR_CHECK(load_new(L, &w->down_b, name, c->hidden, 0, INIT_BIAS, ALL));
         }
@@ -278,7 +278,7 @@ static mr_status load_attention(loader *L, mr_layer_w *w, const char *p) {
     }
     snprintf(name, sizeof name, "%s.self_attn.o_proj.weight", p);
     MR_CHECK(load_mat(L, &w->wo, name, H, nh * hd, part(1, nh * hd, tp, r)));
-    if (c->o_bias && r == 0) {
+    if (c->o_bias && (r == 0 || L->m->det)) {
         snprintf(name, sizeof name, "%s.self_attn.o_proj.bias", p);
         MR_CHECK(load_new(L, &w->bo, name, H, 0, INIT_BIAS, ALL));
     }
@@ -397,6 +397,26 @@ static mr_status alloc_state(mr_model *m) {
         MR_CHECK(host_mirror(m, (void **)&ws->h_ep_recv, ws->ep_recv, ep * T * K * H * sizeof(float), "ep recv"));
     }
 
+    if (m->det && tp > 1) {
+        /* Block sums of the widest row-parallel product (every one writes
+         * H columns) for as many rows as 4M floats hold, at least one. */
+        int widths[] = {lo->nh * mr_config_v_dim(c), c->intermediate,
+                        lo->ep == 1 ? c->moe_intermediate : 0, lo->shared_inter * lo->tp};
+        size_t nb = 1;
+        for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+            int k = i == 0 ? widths[0] * lo->tp : widths[i];
+            if (k > 0 && (size_t)(k / mr_det_kc(m, k, 1)) > nb) nb = (size_t)(k / mr_det_kc(m, k, 1));
+        }
+        size_t rows = ((size_t)1 << 22) / (nb * H);
+        if (rows < 1) rows = 1;
+        if (rows > T * (ep > 1 ? ep * K : 1)) rows = T * (ep > 1 ? ep * K : 1);
+        ws->det_cap = rows * nb * H;
+        MR_CHECK(dev_alloc(m, &ws->det_local, ws->det_cap / tp, "deterministic block sums"));
+        MR_CHECK(dev_alloc(m, &ws->det_all, ws->det_cap, "deterministic block sums"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_det_local, ws->det_local, ws->det_cap / tp * sizeof(float), "block sums"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_det_all, ws->det_all, ws->det_cap * sizeof(float), "block sums"));
+    }
+
     size_t per_slot_k = (size_t)m->opt.max_ctx * (size_t)m->kv_heads * qk;
     size_t per_slot_v = (size_t)m->opt.max_ctx * (size_t)m->kv_heads * v;
     MR_CHECK(mr_calloc((void **)&m->k_cache, (size_t)c->n_layers, sizeof(float *), "k cache"));
@@ -422,6 +442,61 @@ static mr_status alloc_state(mr_model *m) {
 
 /* Local sizes from the shard; the plan checks divisibility before any
  * weight is read, this repeats it for callers that skip the plan. */
+/* Tensor sizes t <= 8 that split the model as resolve_shard does, with
+ * routed experts dealt out (their width is then not split): every size
+ * some plan can give a row-parallel product. */
+static unsigned det_tensor_sizes(const mr_model_config *c) {
+    unsigned mask = 0;
+    for (int t = 1; t <= 8; t++) {
+        if (c->n_heads % t || c->intermediate % t || c->vocab % t || c->shared_intermediate % t) continue;
+        if (!mr_config_is_mla(c) && c->n_kv_heads % t && t % c->n_kv_heads) continue;
+        mask |= 1u << t;
+    }
+    return mask;
+}
+
+static int gcd_int(int a, int b) {
+    while (b) {
+        int r = a % b;
+        a = b, b = r;
+    }
+    return a;
+}
+
+/* Blocks of at most 1024 columns (the packed x of 32 rows fits L2); a
+ * width with no divisor in [64, 1024] is one block when it fits the
+ * kernel's buffer (8192). */
+int mr_det_kc(const mr_model *m, int K, int rowpar) {
+    int L = 1;
+    for (int t = 2; rowpar && t <= 8; t++)
+        if ((m->det_tmask >> t & 1u) && K % t == 0) L = L / gcd_int(L, t) * t;
+    int G = K / L, best = 1;
+    for (int d = 1; d <= G && d <= 1024; d++)
+        if (G % d == 0) best = d;
+    if (best < 64 && G <= 8192) best = G;
+    return best;
+}
+
+/* Deterministic mode: the backend's fixed-order product, a tensor size
+ * its block order covers. */
+static mr_status det_check(mr_model *m) {
+    if (!m->det) return MR_OK;
+    const mr_local *lo = &m->loc;
+    if (!m->be->ops->matmul_fixed)
+        return mr_error(MR_ERR_UNSUPPORTED, "comm.deterministic: the %s backend has no fixed-order matmul yet "
+                        "(the cpu backend has)", m->be->ops->name);
+    m->det_tmask = det_tensor_sizes(&m->cfg);
+    if (lo->tp > 8 || !(m->det_tmask >> lo->tp & 1u)) {
+        char sizes[64] = "";
+        for (int t = 1; t <= 8; t++)
+            if (m->det_tmask >> t & 1u)
+                snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d", *sizes ? ", " : "", t);
+        return mr_error(MR_ERR_INPUT, "comm.deterministic: tensor = %d; its fixed order covers the tensor sizes "
+                        "%s of this model (at most 8)", lo->tp, sizes);
+    }
+    return MR_OK;
+}
+
 static mr_status resolve_shard(mr_model *m) {
     const mr_model_config *c = &m->cfg;
     const mr_model_shard *sh = &m->opt.shard;
@@ -467,6 +542,8 @@ mr_status mr_model_load_weights(mr_model *m, const mr_weight_source *ck) {
     mr_status st = MR_OK;
     char p[256];
     MR_CHECK(resolve_shard(m));
+    m->det = m->opt.deterministic != 0;
+    MR_CHECK(det_check(m));
     if ((unsigned)m->opt.weights >= MR_WEIGHT_TYPE_COUNT)
         return mr_error(MR_ERR_INPUT, "weights: unknown storage type %d", (int)m->opt.weights);
     m->wbf16 = m->opt.weights == MR_WEIGHTS_BF16;

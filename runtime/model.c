@@ -190,15 +190,75 @@ static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact)
 static mr_status tp_allreduce(mr_model *m, float *buf, size_t n) { return tp_allreduce_mode(m, buf, n, 0); }
 
 /* y(M,N) = x(M,K) . w(N,K)^T (+ bias) with a weight matrix (float32 or
- * bf16, model-internal.h). */
+ * bf16, model-internal.h); in the deterministic mode the fixed-order
+ * product, K whole on every rank. */
 static void mm(mr_model *m, float *y, const float *x, const void *w, const float *bias, int M, int N, int K) {
-    mr_backend_matmul_w(m->be, y, x, w, m->wbf16, bias, M, N, K, 0);
+    if (m->det) m->be->ops->matmul_fixed(m->be, y, x, w, m->wbf16, bias, M, N, K, mr_det_kc(m, K, 0), 0);
+    else mr_backend_matmul_w(m->be, y, x, w, m->wbf16, bias, M, N, K, 0);
+}
+
+/* The same with float32 weights whatever the matrices' type (routers). */
+static void mm32(mr_model *m, float *y, const float *x, const float *w, int M, int N, int K) {
+    if (m->det) m->be->ops->matmul_fixed(m->be, y, x, w, 0, NULL, M, N, K, mr_det_kc(m, K, 0), 0);
+    else m->be->ops->matmul(m->be, y, x, w, NULL, M, N, K, 0);
+}
+
+/* ---- Deterministic mode (comm.deterministic) ------------------------------
+ * Every plan and every batch gives the same bits.  Each product is the
+ * backend's fixed-order matmul: an element's sum does not depend on the
+ * rows beside it, the thread split or the machine.  A product whose K is
+ * split over the tensor group in some plan (attention output, every down
+ * projection) is summed in blocks that divide every such split
+ * (mr_det_kc): each rank computes its blocks' sums alone, the group
+ * all-gathers them, and every rank adds all blocks in K order onto
+ * 0 + bias -- the order one rank follows.  That replaces the all-reduce
+ * (nb / 2 times its bytes, nb the number of blocks).  MoE layers add the
+ * experts of a token in expert order (expert parallelism sorts each token's
+ * choices) and the shared experts after them; no overlap. */
+
+/* y(T,N) = x(T,K) . w^T (+ bias) complete on every rank, K this rank's
+ * share of `split` ranks' (1 or the tensor size). */
+static mr_status det_rowpar(mr_model *m, float *y, const float *x, const void *w, const float *bias, int T, int N,
+                            int K, int split) {
+    const mr_backend_ops *ops = m->be->ops;
+    int kc = mr_det_kc(m, K * split, 1);
+    if (split == 1) {
+        ops->matmul_fixed(m->be, y, x, w, m->wbf16, bias, T, N, K, kc, 0);
+        return MR_OK;
+    }
+    mr_workspace *ws = &m->ws;
+    mr_comm *c = m->opt.shard.tp_comm;
+    int nbl = K / kc, nb = nbl * split;
+    int rows = (int)(ws->det_cap / ((size_t)nb * (size_t)N));
+    if (rows < 1 || K % kc) return mr_error(MR_ERR_INTERNAL, "deterministic block sums: K=%d kc=%d", K, kc);
+    for (int t0 = 0; t0 < T; t0 += rows) {
+        int n = T - t0 < rows ? T - t0 : rows;
+        size_t blk = (size_t)n * (size_t)N, bytes = blk * (size_t)nbl * sizeof(float);
+        ops->matmul_fixed(m->be, ws->det_local, x + (size_t)t0 * K, w, m->wbf16, NULL, n, N, K, kc, blk);
+        /* rank r's blocks are blocks r nbl .. of the whole: all-gathered in K order */
+        if (!m->dev || c->device_memory) {
+            MR_CHECK(c->ops->allgather(c, ws->det_local, ws->det_all, bytes));
+        } else {
+            fetch(m, ws->h_det_local, ws->det_local, bytes);
+            MR_CHECK(c->ops->allgather(c, ws->h_det_local, ws->h_det_all, bytes));
+            put(m, ws->det_all, ws->h_det_all, bytes * (size_t)split);
+        }
+        float *yr = y + (size_t)t0 * N;
+        ops->zero(m->be, yr, blk);
+        if (bias) {
+            ops->copy_rows(m->be, ws->det_local, (size_t)N, bias, 0, n, N);
+            ops->add(m->be, yr, ws->det_local, blk);
+        }
+        for (int b = 0; b < nb; b++) ops->add(m->be, yr, ws->det_all + (size_t)b * blk, blk);
+    }
+    return MR_OK;
 }
 
 /* Row-parallel output projection and its all-reduce over the tensor group
  * (overlapped in token chunks by the engine when it can). */
 static mr_status rowpar_out(mr_model *m, float *y, const float *x, const void *w, const float *bias, int T, int N,
                             int K) {
+    if (m->det) return det_rowpar(m, y, x, w, bias, T, N, K, m->loc.tp);
     mr_allreduce *ar = m->opt.shard.tp_ar;
     if (m->loc.tp > 1 && ar && !m->dev) return mr_allreduce_matmul(ar, m->be, y, x, w, m->wbf16, bias, T, N, K);
     mm(m, y, x, w, bias, T, N, K);
@@ -293,10 +353,13 @@ static void mlp_act(mr_model *m, const mr_mlp_w *w, const float *x, int T) {
     ops->silu_mul(m->be, m->ws.act, m->ws.gu, T, I);
 }
 
-/* out(T,H) = down(silu(gate x) * up x) */
-static void mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T) {
+/* out(T,H) = down(silu(gate x) * up x); the width sliced over `split`
+ * tensor ranks (partial sums, except in the deterministic mode: complete). */
+static mr_status mlp(mr_model *m, const mr_mlp_w *w, float *out, const float *x, int T, int split) {
     mlp_act(m, w, x, T);
+    if (m->det) return det_rowpar(m, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter, split);
     mm(m, out, m->ws.act, w->down, w->down_b, T, m->cfg.hidden, w->inter);
+    return MR_OK;
 }
 
 /* The dense MLP of a layer, its down projection row-parallel with the
@@ -320,10 +383,11 @@ static mr_route_params route_params(const mr_model *m, const mr_layer_w *w) {
  * sums, completed by the caller's all-reduce).  In two halves so that the
  * expert-parallel combine can run between them: compute (into ws->ye and
  * ws->shared_g), then add. */
-static void moe_shared_compute(mr_model *m, const mr_layer_w *w, int T) {
-    if (!w->shared.inter) return;
-    mlp(m, &w->shared, m->ws.ye, m->ws.h, T);
-    if (w->shared_gate) m->be->ops->matmul(m->be, m->ws.shared_g, m->ws.h, w->shared_gate, NULL, T, 1, m->cfg.hidden, 0);
+static mr_status moe_shared_compute(mr_model *m, const mr_layer_w *w, int T) {
+    if (!w->shared.inter) return MR_OK;
+    MR_CHECK(mlp(m, &w->shared, m->ws.ye, m->ws.h, T, m->loc.tp));
+    if (w->shared_gate) mm32(m, m->ws.shared_g, m->ws.h, w->shared_gate, T, 1, m->cfg.hidden);
+    return MR_OK;
 }
 
 static void moe_shared_add(mr_model *m, const mr_layer_w *w, int T) {
@@ -334,9 +398,10 @@ static void moe_shared_add(mr_model *m, const mr_layer_w *w, int T) {
     else m->be->ops->add(m->be, ws->a, ws->ye, (size_t)T * H);
 }
 
-static void moe_shared(mr_model *m, const mr_layer_w *w, int T) {
-    moe_shared_compute(m, w, T);
+static mr_status moe_shared(mr_model *m, const mr_layer_w *w, int T) {
+    MR_CHECK(moe_shared_compute(m, w, T));
     moe_shared_add(m, w, T);
+    return MR_OK;
 }
 
 /* The router's choices (n values) into their host mirrors. */
@@ -370,13 +435,13 @@ static mr_status ep_rows(mr_model *m, mr_comm *ep, const float *send, float *h_s
 /* MoE with every expert on this rank (sliced over the tensor group when
  * tp > 1): router, grouping of routed rows by expert (counting sort), one
  * GEMM chain per expert over all its tokens, weighted scatter back. */
-static void moe_local(mr_model *m, int l, int T) {
+static mr_status moe_local(mr_model *m, int l, int T) {
     const mr_model_config *c = &m->cfg;
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
     mr_workspace *ws = &m->ws;
     int H = c->hidden, E = c->n_experts, K = c->top_k;
-    ops->matmul(m->be, ws->router_logits, ws->h, w->router, NULL, T, E, H, 0);
+    mm32(m, ws->router_logits, ws->h, w->router, T, E, H);
     mr_route_params rp = route_params(m, w);
     ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, T, &rp);
     fetch_routes(m, T * K);
@@ -398,10 +463,26 @@ static void moe_local(mr_model *m, int l, int T) {
         ws->expert_tokens[e] += (uint64_t)n;
         m->step_expert_bytes += (uint64_t)3 * (uint64_t)w->experts[e].inter * (uint64_t)H * sizeof(float);
         ops->gather_rows(m->be, ws->xe, ws->h, ws->perm_tok + off, n, H);
-        mlp(m, &w->experts[e], ws->ye, ws->xe, n);
+        MR_CHECK(mlp(m, &w->experts[e], ws->ye, ws->xe, n, m->loc.tp));
         ops->scatter_add_rows(m->be, ws->a, ws->ye, ws->perm_tok + off, ws->perm_w + off, n, H);
     }
-    moe_shared(m, w, T);
+    return moe_shared(m, w, T);
+}
+
+/* Deterministic mode: each token's k choices in expert order, so that the
+ * combine adds a token's experts in the order moe_local does. */
+static void sort_routes(int32_t *idx, float *wt, int n, int k) {
+    for (int t = 0; t < n; t++) {
+        int32_t *e = idx + (size_t)t * k;
+        float *g = wt + (size_t)t * k;
+        for (int i = 1; i < k; i++)
+            for (int j = i; j > 0 && e[j - 1] > e[j]; j--) {
+                int32_t te = e[j];
+                float tg = g[j];
+                e[j] = e[j - 1], g[j] = g[j - 1];
+                e[j - 1] = te, g[j - 1] = tg;
+            }
+    }
 }
 
 /* The combine all-to-all as a progress-thread job. */
@@ -426,7 +507,7 @@ static mr_status run_combine(void *ctx, void *job) {
 static mr_status overlap_combine(mr_model *m, const mr_layer_w *w, int *yes) {
     mr_comm *ep = m->opt.shard.ep_comm;
     /* not on a device backend: one host thread drives its stream */
-    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter && !m->dev;
+    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter && !m->dev && !m->det;
     if (*yes && !m->ep_prog) {
         MR_CHECK(mr_progress_create(&ep, 1, run_combine, NULL, sizeof(ep_combine_job), &m->ep_prog));
         MR_DEBUG("expert combine overlapped with the shared experts (progress thread started)");
@@ -442,7 +523,7 @@ static mr_status overlap_combine(mr_model *m, const mr_layer_w *w, int *yes) {
  * With tp > 1 each tensor rank dispatches its own contiguous share of the
  * batch, so no routed token is computed twice; the caller's all-reduce
  * over the tensor group completes every row. */
-static mr_status moe_ep(mr_model *m, int l, int T) {
+static mr_status moe_ep(mr_model *m, int l, int T, int with_shared) {
     const mr_model_config *c = &m->cfg;
     const mr_layer_w *w = &m->layers[l];
     const mr_backend_ops *ops = m->be->ops;
@@ -453,10 +534,11 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
     int H = c->hidden, E = c->n_experts, K = c->top_k, G = lo->ep, ne = lo->ne;
     int t0 = (int)((long)T * lo->tp_rank / lo->tp), t1 = (int)((long)T * (lo->tp_rank + 1) / lo->tp), n = t1 - t0;
     if (n > 0) {
-        ops->matmul(m->be, ws->router_logits, ws->h + (size_t)t0 * H, w->router, NULL, n, E, H, 0);
+        mm32(m, ws->router_logits, ws->h + (size_t)t0 * H, w->router, n, E, H);
         mr_route_params rp = route_params(m, w);
         ops->route(m->be, ws->route_idx, ws->route_w, ws->router_logits, n, &rp);
         fetch_routes(m, n * K);
+        if (m->det) sort_routes(ws->h_route_idx, ws->h_route_w, n, K);
     }
     /* rows per destination, then the send buffer in destination order */
     mr_moe_ep_stats *st = &m->ep_stats;
@@ -516,7 +598,7 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         /* chunks of at most one step's tokens: the gate/up workspace's rows */
         for (int k = 0; k < cnt; k += m->opt.max_step_tokens) {
             int rows = cnt - k < m->opt.max_step_tokens ? cnt - k : m->opt.max_step_tokens;
-            mlp(m, &w->experts[e], ws->ye + (size_t)(off + k) * H, ws->xe + (size_t)(off + k) * H, rows);
+            MR_CHECK(mlp(m, &w->experts[e], ws->ye + (size_t)(off + k) * H, ws->xe + (size_t)(off + k) * H, rows, 1));
         }
     }
     /* back to received order: ep_recv[order[k]] = ye[k] */
@@ -537,7 +619,7 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
          * the path below, so both give the same bits */
         ep_combine_job job = {ep, ws->ep_recv, rc, rd, ws->ep_send, sc, sd, (size_t)H * sizeof(float)};
         MR_CHECK(mr_progress_start(m->ep_prog, &job));
-        if (T > 0) moe_shared_compute(m, w, T);
+        if (T > 0) MR_CHECK(moe_shared_compute(m, w, T));
         m->be->ops->sync(m->be);
         MR_CHECK(mr_progress_wait(m->ep_prog));
         st->a2a_s += now_s() - ta;
@@ -547,7 +629,7 @@ static mr_status moe_ep(mr_model *m, int l, int T) {
         MR_CHECK(ep_rows(m, ep, ws->ep_recv, ws->h_ep_recv, rc, rd, nrecv, ws->ep_send, ws->h_ep_send, sc, sd, nsend));
         st->a2a_s += now_s() - ta;
         if (nsend) ops->scatter_add_rows(m->be, ws->a, ws->ep_send, ws->perm_tok, ws->perm_w, nsend, H);
-        if (T > 0) moe_shared(m, w, T);
+        if (T > 0 && with_shared) MR_CHECK(moe_shared(m, w, T));
     }
     m->be->ops->sync(m->be);
     st->combine_s += now_s() - t_comb;
@@ -643,7 +725,7 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
     if (T == 0) { /* nothing to compute, but the expert exchanges need us */
         if (lo->ep > 1)
             for (int l = lo->lb; l < lo->le; l++)
-                if (m->layers[l].moe) MR_CHECK(moe_ep(m, l, 0));
+                if (m->layers[l].moe) MR_CHECK(moe_ep(m, l, 0, !(m->det && lo->tp > 1)));
         return MR_OK;
     }
     if (lo->first) MR_CHECK(embed(m, b));
@@ -657,9 +739,17 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
         if (!w->moe) {
             MR_CHECK(mlp_rowpar(m, &w->mlp, ws->a, ws->h, T));
         } else {
-            if (lo->ep > 1) MR_CHECK(moe_ep(m, l, T));
-            else moe_local(m, l, T);
-            MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+            if (m->det && lo->tp > 1 && lo->ep > 1) {
+                /* routed rows: one tensor rank's each (exact sum), then the shared experts, complete */
+                MR_CHECK(moe_ep(m, l, T, 0));
+                MR_CHECK(tp_allreduce_mode(m, ws->a, (size_t)T * H, 1));
+                MR_CHECK(moe_shared(m, w, T));
+            } else if (m->det) {
+                MR_CHECK(lo->ep > 1 ? moe_ep(m, l, T, 1) : moe_local(m, l, T)); /* complete on every rank */
+            } else {
+                MR_CHECK(lo->ep > 1 ? moe_ep(m, l, T, 1) : moe_local(m, l, T));
+                MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+            }
         }
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);
     }

@@ -59,6 +59,8 @@ typedef struct mr_model_options {
     int synthetic;      /* random weights from config.json alone */
     uint64_t seed;      /* seed of the synthetic weights */
     mr_weight_type weights; /* matrices fp32 (default) or bf16 */
+    int deterministic;  /* comm.deterministic: every product in a fixed order, the same bits for
+                         * every plan and batch (model.c, "Deterministic mode") */
     int ep_timing_sync; /* benchmarks: an untimed barrier over the expert group before
                          * the timed dispatch and combine, so that their times hold no
                          * wait for a slower rank (see mr_model_moe_ep_stats) */

@@ -441,6 +441,7 @@ static const struct {
 } env_keys[] = {
     {MR_PLAN_KEY_DEVICE, "MR_DEVICE"},
     {MR_PLAN_KEY_WEIGHTS, "MR_WEIGHTS"},
+    {MR_PLAN_KEY_DETERMINISTIC, "MR_DETERMINISTIC"},
 };
 
 const char *mr_plan_env_var(mr_plan_key k) {

@@ -89,6 +89,41 @@ foreach(fx qwen2_moe deepseek_v3)
                        ENVIRONMENT MR_ALLREDUCE_OVERLAP=1)
 endforeach()
 
+# Deterministic mode (comm.deterministic, MR_DETERMINISTIC=true): the same
+# bits for every plan, batch and thread count.  check-reference
+# --deterministic holds the fixed-order arithmetic to transformers (fp32 and
+# bf16) and each prompt's logits alone on one thread to the bits of the
+# batch on two; the plan runs differ from the one-rank run in batch size,
+# token budget and threads too, and their logits must have its bits
+# (MR_PLANS_LOGIT_TOL=bits; without the mode, tensor=2 on qwen2 differs in
+# 93 of 93 rows).  Staged through device mirrors, and bf16 MoE, as well.
+set(MR_DET_ENV MR_DETERMINISTIC=true MR_PLANS_LOGIT_TOL=bits
+    "MR_PLANS_ARGS=--max-batch 5 --token-budget 13 --threads 2")
+foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
+  add_test(NAME reference-det-${fx} COMMAND check-reference --deterministic ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-det-${fx} PROPERTIES LABELS "unit;reference" TIMEOUT 300)
+  set(plans ${MR_DENSE_PLANS})
+  if(fx MATCHES "mixtral|moe|deepseek")
+    list(APPEND plans ${MR_MOE_PLANS})
+  endif()
+  add_test(NAME plans-det-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+  set_tests_properties(plans-det-${fx} PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE ENVIRONMENT "${MR_DET_ENV}")
+endforeach()
+add_test(NAME reference-det-bf16-qwen2_moe
+         COMMAND check-reference --deterministic --weights bf16 ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen2_moe)
+set_tests_properties(reference-det-bf16-qwen2_moe PROPERTIES LABELS "unit;reference" TIMEOUT 300)
+add_test(NAME plans-det-staged-deepseek_v3 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+         ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/deepseek_v3 tensor=2 tensor=2,pipeline=2 data=2,expert=2 tensor=2,expert=2
+         data=2,pipeline=2,expert=2)
+set_tests_properties(plans-det-staged-deepseek_v3 PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE
+                     ENVIRONMENT "${MR_DET_ENV};MR_CPU_AS_DEVICE=1")
+add_test(NAME plans-det-bf16-qwen2_moe COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+         ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen2_moe tensor=2 tensor=4 tensor=2,expert=2 data=2,tensor=2,expert=4
+         data=8,expert=8)
+set_tests_properties(plans-det-bf16-qwen2_moe PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE
+                     ENVIRONMENT "${MR_DET_ENV};MR_WEIGHTS=bf16")
+
 # Shard reads measured by the loader under mpirun.
 add_executable(test-shard-bytes ${CMAKE_CURRENT_SOURCE_DIR}/mpi/test-shard-bytes.c ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
 mr_target_defaults(test-shard-bytes)

@@ -200,6 +200,67 @@ static void cpu_matmul_bf16(mr_backend *b, float *y, const float *x, const uint1
     cpu_matmul_any(b, y, x, NULL, w, bias, M, N, K, accumulate);
 }
 
+/* Rows n0:n1 of the fixed-order product from a block of weight rows wb
+ * (row n0 first): the canonical sums into y, or (bstride != 0) block i's
+ * lane sums alone into y + i bstride. */
+static void fixed_rows(float *y, const float *x, const float *wb, const float *bias, int M, int N, int K, int kc,
+                       size_t bstride, int n0, int n1) {
+    if (!bstride) {
+        mr_cpu_gemm_fixed(y + n0, N, x, K, wb, K, bias ? bias + n0 : NULL, M, K, kc, 0, n1 - n0, 0);
+        return;
+    }
+    for (int k0 = 0, i = 0; k0 < K; k0 += kc, i++) {
+        int kb = K - k0 < kc ? K - k0 : kc;
+        mr_cpu_gemm_fixed(y + (size_t)i * bstride + n0, N, x + k0, K, wb + k0, K, NULL, M, kb, kb, 0, n1 - n0, 0);
+    }
+}
+
+/* The deterministic mode's matmul (backend.h): mr_cpu_gemm_fixed on each
+ * thread's rows of w; bf16 weights are widened 64 rows at a time into the
+ * thread's scratch, x rounded to bf16 first, as in cpu_matmul_any. */
+static void cpu_matmul_fixed(mr_backend *b, float *y, const float *x, const void *w, int w_bf16,
+                             const float *bias, int M, int N, int K, int kc, size_t block_stride) {
+    assert(M >= 1 && N >= 1 && K >= 1 && kc >= 1 && kc <= mr_cpu_gemm_fixed_max_kc());
+    assert(!block_stride || !bias);
+    const uint16_t *wh = w_bf16 ? w : NULL;
+    cpu_ctx *c = b->ctx;
+    if (wh) {
+        if (cpu_reserve_bf16(b, M, K) != 0) {
+            fprintf(stderr, "moerun: cpu backend: out of memory for the bf16 matmul scratch (M=%d K=%d)\n", M, K);
+            abort();
+        }
+        c = b->ctx;
+        size_t n = (size_t)M * (size_t)K;
+        for (size_t i = 0; i < n; i++) c->xr[i] = mr_bf16_to_float(mr_bf16_from_f32(x[i]));
+        x = c->xr;
+    }
+    double flops = 2.0 * M * N * K;
+    int nblk = (N + 15) / 16;
+    int nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
+    if (nt > nblk) nt = nblk;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int me = 0, team = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        int n0 = (int)((long)nblk * me / team) * 16;
+        int n1 = (int)((long)nblk * (me + 1) / team) * 16;
+        if (n1 > N) n1 = N;
+        if (!wh && n1 > n0) fixed_rows(y, x, (const float *)w + (size_t)n0 * K, bias, M, N, K, kc, block_stride, n0, n1);
+        float *wt = wh ? c->wt + (size_t)me * c->wt_cap : NULL;
+        for (int r0 = n0; wh && r0 < n1; r0 += BF16_TILE_ROWS) {
+            int r1 = n1 - r0 < BF16_TILE_ROWS ? n1 : r0 + BF16_TILE_ROWS;
+            const uint16_t *src = wh + (size_t)r0 * K;
+            size_t n = (size_t)(r1 - r0) * (size_t)K;
+#pragma omp simd
+            for (size_t i = 0; i < n; i++) wt[i] = mr_bf16_to_float(src[i]);
+            fixed_rows(y, x, wt, bias, M, N, K, kc, block_stride, r0, r1);
+        }
+    }
+}
+
 /* ---- row-wise ----------------------------------------------------------- */
 
 /* y(rows,dim) = x / sqrt(mean(x^2) + eps) * w(dim); y may equal x.  The sum
@@ -355,6 +416,7 @@ static const mr_backend_ops mr_cpu_ops = {
     .matmul_bf16 = cpu_matmul_bf16,
     .upload_bf16 = cpu_upload_bf16,
     .reserve_bf16 = cpu_reserve_bf16,
+    .matmul_fixed = cpu_matmul_fixed,
     .host_memory = 1,
 };
 

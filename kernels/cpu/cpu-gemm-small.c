@@ -144,6 +144,44 @@ void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bi
     }
 }
 
+/* The fixed-order product of the deterministic mode: y(M, n0:n1) (row
+ * stride ldy) = x(M, K) (stride ldx) . w(n0:n1, K)^T (stride ldw) in
+ * blocks of kc columns whatever M is: element (m, n) is
+ *   (((accumulate ? y : 0) + bias) + L_0) + L_1 + ...
+ * where L_b is the lane sum of block b (lanes as in tile()).  M goes in
+ * chunks of rows whose packed blocks fit the buffer; neither the chunk,
+ * nor M, nor the thread's n0:n1 changes an element's operations.  kc must
+ * leave room for MR rows (mr_cpu_gemm_fixed_max_kc). */
+MR_GEMM_CLONES
+void mr_cpu_gemm_fixed(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, const float *bias,
+                       int M, int K, int kc, int n0, int n1, int accumulate) {
+    float xp[XBUF_FLOATS] __attribute__((aligned(64)));
+    int steps_max = (kc + VL - 1) / VL;
+    int mchunk = XBUF_FLOATS / (steps_max * VL) / MR * MR;
+    if (mchunk < MR) return; /* kc above mr_cpu_gemm_fixed_max_kc(); the caller checks */
+    for (int m0 = 0; m0 < M; m0 += mchunk) {
+        int mrows = M - m0 < mchunk ? M - m0 : mchunk;
+        const float *xm0 = x + (size_t)m0 * ldx;
+        for (int k0 = 0; k0 < K; k0 += kc) {
+            int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + VL - 1) / VL;
+            pack_x(xp, xm0, mrows, ldx, k0, kb);
+            for (int n = n0; n < n1; n += NR) {
+                int nr = n1 - n < NR ? n1 - n : NR;
+                const float *wr[NR];
+                for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * ldw + k0;
+                const float *bn = bias ? bias + n : NULL;
+                for (int m = 0; m < mrows; m += MR) {
+                    float *ym = y + (size_t)(m0 + m) * ldy + n;
+                    const float *xm = xp + (size_t)(m / MR) * steps * MR * VL;
+                    tile(mrows - m < MR ? mrows - m : MR, nr, ym, xm, wr, bn, ldy, kb, k0 == 0, accumulate);
+                }
+            }
+        }
+    }
+}
+
+int mr_cpu_gemm_fixed_max_kc(void) { return XBUF_FLOATS / MR; }
+
 int mr_cpu_gemm_small_max_m(void) { return XBUF_FLOATS / VL; }
 
 int mr_cpu_gemm_small_ok(void) {

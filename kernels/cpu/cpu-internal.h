@@ -30,6 +30,13 @@ int mr_cpu_gemm_small_ok(void);
  * Needs FMA in hardware as well (mr_cpu_gemm_small_ok). */
 void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1);
 int mr_cpu_gemm_small_max_m(void);
+/* The deterministic mode's product: the same operations for an element
+ * whatever M, the row split or the ISA clone (fmaf is exact-rounded; a CPU
+ * without FMA calls the library's, slowly).  Blocks of kc columns, kc at
+ * most mr_cpu_gemm_fixed_max_kc(); strides ldy, ldx, ldw.  cpu-gemm-small.c. */
+void mr_cpu_gemm_fixed(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, const float *bias,
+                       int M, int K, int kc, int n0, int n1, int accumulate);
+int mr_cpu_gemm_fixed_max_kc(void);
 
 /* cpu-moe.c */
 void mr_cpu_route(mr_backend *b, int32_t *idx, float *weight, const float *logits,

@@ -1,7 +1,8 @@
 /* Compares the logits two runs sampled from (MR_DUMP_LOGITS dumps: records
  * of id hash, position, vocab floats), matching rows by (id, position):
- * every row of A must be in B with max |a - b| / max |a| <= TOL.
- * usage: compare-logits VOCAB TOL DIR_A DIR_B */
+ * every row of A must be in B with max |a - b| / max |a| <= TOL, or with
+ * TOL "bits" the same bits.
+ * usage: compare-logits VOCAB TOL|bits DIR_A DIR_B */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,7 +14,9 @@
 int main(int argc, char **argv) {
     if (argc != 5) { fprintf(stderr, "usage: %s VOCAB TOL DIR_A DIR_B\n", argv[0]); return 2; }
     int V = atoi(argv[1]);
-    double tol = atof(argv[2]), worst = 0;
+    int bits = strcmp(argv[2], "bits") == 0;
+    double tol = bits ? 0 : atof(argv[2]), worst = 0;
+    int differ = 0; /* rows whose bits differ */
     row *a = NULL, *b = NULL;
     int na = load_dump(argv[3], V, &a), nb = load_dump(argv[4], V, &b), bad = 0;
     for (int i = 0; i < na; i++) {
@@ -28,10 +31,16 @@ int main(int argc, char **argv) {
             if (fabs(a[i].v[v]) > mx) mx = fabs(a[i].v[v]);
         }
         double rel = md / (mx > 0 ? mx : 1);
+        if (memcmp(a[i].v, b[k].v, (size_t)V * sizeof(float))) differ++;
+        if (bits && memcmp(a[i].v, b[k].v, (size_t)V * sizeof(float))) bad++;
         if (rel > worst) worst = rel;
         if (!(rel <= tol)) bad++;
     }
-    printf("%d rows compared (%d in B), max rel logit difference %.2e (tol %.0e)\n", na, nb, worst, tol);
+    if (bits)
+        printf("%d rows compared (%d in B), %d differ in their bits (max rel logit difference %.2e)\n", na, nb,
+               differ, worst);
+    else
+        printf("%d rows compared (%d in B), max rel logit difference %.2e (tol %.0e)\n", na, nb, worst, tol);
     if (na == 0 || na != nb) bad++;
     return bad ? 1 : 0;
 }

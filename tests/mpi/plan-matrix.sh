@@ -3,6 +3,9 @@
 # (and the same seeded samples) as one rank, for one fixture.
 #   plan-matrix.sh MOERUN FIXTURE_DIR PLAN...    (a plan: "tensor=2,pipeline=2")
 # Each plan runs under `mpirun -np N --oversubscribe` with a timeout.
+# MR_PLANS_LOGIT_TOL: the logits' tolerance (default 1e-4; "bits": the same
+# bits); MR_PLANS_ARGS: more options for the plan runs only (another batch
+# size, thread count).
 set -u
 moerun=$1 fixture=$2
 compare=$(dirname "$moerun")/../tests/compare-logits
@@ -32,8 +35,8 @@ for plan in "$@"; do
   out="$tmp/out-$np.jsonl"
   rm -rf "$tmp/ln" && mkdir -p "$tmp/ln"
   if timeout 120 mpirun -np "$np" --bind-to none -x MR_DUMP_LOGITS="$tmp/ln" "$moerun" generate "${common[@]}" \
-       "${args[@]}" --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
-     "$compare" "$vocab" 1e-4 "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1; then
+       "${args[@]}" ${MR_PLANS_ARGS:-} --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
+     "$compare" "$vocab" "${MR_PLANS_LOGIT_TOL:-1e-4}" "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1; then
     echo "ok   $plan ($np ranks): same tokens; $(cat "$tmp/cmp")"; pass=$((pass + 1))
   else
     echo "FAIL $plan ($np ranks)"; fail=$((fail + 1))

@@ -6,8 +6,11 @@
  *   3. 16-token greedy continuations through the engine: all prompts
  *      together, each alone, and under continuous batching with max batch 2
  *      and a small token budget (chunked prefill) — identical ids.
- * usage: check-reference [--backend cpu|cuda] FIXTURE_DIR
+ * usage: check-reference [--backend cpu|cuda] [--weights fp32|bf16] [--deterministic] FIXTURE_DIR
  * The same checks on either backend (fp32 weights on both, same tolerance).
+ * --deterministic (comm.deterministic): the same checks, and each prompt's
+ * logits alone, on one thread, must have the bits they had in the batch of
+ * all prompts on two.
  * --backend cuda exits 77 (skipped) with a one-line reason when the build
  * has no CUDA backend (MR_REFERENCE_CUDA unset: no mr_kernels_cuda target) or
  * the machine has no CUDA device; MR_CUDA_DEVICE picks the device. */
@@ -51,6 +54,8 @@ static int exact_runs, logit_runs;
 static int32_t *prompt[MAXP], *greedy[MAXP];
 static int plen[MAXP], glen[MAXP];
 static float *ref_logits[MAXP];
+static int det;                 /* --deterministic */
+static float *det_logits[MAXP]; /* the batched run's logits, for the bits of the later runs */
 
 static void load_expected(const char *dir) {
     char path[4096];
@@ -117,6 +122,14 @@ static void check_logits(mr_model *m, const int *which, int nw, const char *labe
         CHECK(err <= tol, "%s: prompt %d logits differ from transformers by %.3e (> %.0e)", label, i, err, tol);
         exact_runs += err <= TOL_EXACT;
         logit_runs++;
+        size_t bytes = sizeof(float) * (size_t)plen[i] * (size_t)V;
+        if (det && !det_logits[i]) {
+            det_logits[i] = malloc(bytes);
+            memcpy(det_logits[i], logits + (size_t)t * V, bytes);
+        } else if (det) {
+            CHECK(memcmp(det_logits[i], logits + (size_t)t * V, bytes) == 0,
+                  "%s: prompt %d: deterministic mode, but the logits' bits differ from the batched run", label, i);
+        }
         t += plen[i];
     }
     free(tok);
@@ -170,7 +183,13 @@ static void backend_free(mr_backend *be, int cuda) {
 
 int main(int argc, char **argv) {
     const char *bname = "cpu", *wname = "fp32";
-    while (argc >= 4 && (strcmp(argv[1], "--backend") == 0 || strcmp(argv[1], "--weights") == 0)) {
+    for (;;) {
+        if (argc >= 3 && strcmp(argv[1], "--deterministic") == 0) {
+            det = 1;
+            argv++, argc--;
+            continue;
+        }
+        if (argc < 4 || (strcmp(argv[1], "--backend") != 0 && strcmp(argv[1], "--weights") != 0)) break;
         if (argv[1][2] == 'b') bname = argv[2];
         else wname = argv[2];
         argv += 2;
@@ -179,7 +198,7 @@ int main(int argc, char **argv) {
     int bf16 = strcmp(wname, "bf16") == 0;
     if (argc != 2 || (strcmp(bname, "cpu") != 0 && strcmp(bname, "cuda") != 0) ||
         (!bf16 && strcmp(wname, "fp32") != 0)) {
-        fprintf(stderr, "usage: check-reference [--backend cpu|cuda] [--weights fp32|bf16] FIXTURE_DIR\n");
+        fprintf(stderr, "usage: check-reference [--backend cpu|cuda] [--weights fp32|bf16] [--deterministic] FIXTURE_DIR\n");
         return 2;
     }
     if (bf16) {
@@ -199,21 +218,24 @@ int main(int argc, char **argv) {
         if (plen[i] + glen[i] > maxlen) maxlen = plen[i] + glen[i];
     }
     mr_model_options mo = {.max_slots = np, .max_ctx = maxlen + 1, .max_step_tokens = total,
-                           .weights = bf16 ? MR_WEIGHTS_BF16 : MR_WEIGHTS_FP32};
+                           .weights = bf16 ? MR_WEIGHTS_BF16 : MR_WEIGHTS_FP32, .deterministic = det};
     mr_model *m;
     if (mr_model_load(&m, dir, &mo, &be) != MR_OK) {
         fprintf(stderr, "loading %s: %s\n", dir, mr_last_error());
         return 1;
     }
     const mr_model_config *c = mr_model_get_config(m);
-    printf("%s: %s, %d layers, %d prompts, %s backend, %s weights\n", dir, c->model_type, c->n_layers, np, bname,
-           wname);
+    printf("%s: %s, %d layers, %d prompts, %s backend, %s weights%s\n", dir, c->model_type, c->n_layers, np, bname,
+           wname, det ? ", deterministic mode" : "");
     load_ref_logits(dir, c->vocab);
 
     int all[MAXP];
     for (int i = 0; i < np; i++) all[i] = i;
     check_logits(m, all, np, "batched");
+    int threads = be.threads;
+    if (det) be.threads = 1; /* the bits must not depend on the thread count either */
     for (int i = 0; i < np; i++) check_logits(m, &i, 1, "alone");
+    be.threads = threads;
     check_greedy(m, all, np, np, total, "greedy batched");
     for (int i = 0; i < np; i++) check_greedy(m, &i, 1, 1, total, "greedy alone");
     check_greedy(m, all, np, 2, 5, "greedy continuous (batch 2, budget 5)");
@@ -230,6 +252,7 @@ int main(int argc, char **argv) {
         free(prompt[i]);
         free(greedy[i]);
         free(ref_logits[i]);
+        free(det_logits[i]);
     }
     return mr_test_summary();
 }
