@@ -32,7 +32,7 @@
  * --model takes a Hugging Face folder or a .gguf file (dequantized to fp32).
  *
  * usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--backend cpu|cuda]
- *        [--device N] [--weights fp32|bf16] [--batches 1,8,64] [--prompt 128]
+ *        [--device N] [--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128]
  *        [--prefill-batch 4] [--steps 16] [--generate N] [--threads N] [--json FILE]
  *        [--config-only]
  * --config-only reads config.json alone and prints the shape, parameter
@@ -202,6 +202,7 @@ typedef struct run_info {
     char device[512];
     const floors *fl;
     double bytes_per_param; /* weight bytes held / parameters (bf16 in effect: ~2) */
+    int det;                /* --deterministic: comm.deterministic's fixed-order products */
 } run_info;
 
 static void json_row_begin(FILE *jf, int *first, const run_info *ri, const char *phase, int batch) {
@@ -214,7 +215,8 @@ static void json_row_begin(FILE *jf, int *first, const run_info *ri, const char 
     json_str(jf, ri->fl->mem_name);
     fprintf(jf, ", \"gemm_floor_gflops\": %.2f, \"gemm_floor\": ", ri->fl->gemm_gflops);
     json_str(jf, ri->fl->gemm_name);
-    fprintf(jf, ", \"phase\": \"%s\", \"batch\": %d", phase, batch);
+    fprintf(jf, ", \"deterministic\": %s, \"phase\": \"%s\", \"batch\": %d", ri->det ? "true" : "false", phase,
+            batch);
 }
 
 /* B requests of `prompt` pseudo-random tokens, `gen` greedy tokens each,
@@ -282,7 +284,7 @@ static int config_only(const char *dir, int nslots, int ctx) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--backend cpu|cuda] [--device N] "
-               "[--weights fp32|bf16] [--batches 1,8,64] [--prompt 128] [--prefill-batch 4] [--steps 16] "
+               "[--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128] [--prefill-batch 4] [--steps 16] "
                "[--generate N] [--threads N] [--json FILE] [--config-only]\n");
 }
 
@@ -371,19 +373,21 @@ int main(int argc, char **argv) {
     mr_cpu_blas_core_check(argv, 1); /* may restart this program (kernels/cpu/cpu-blas-core.c) */
     const char *model_dir = NULL, *json_path = NULL, *batches = "1,8,64";
     int config = 0, synthetic = 0, prompt = 128, steps = 16, threads = 0, generate = 0, device = 0, pbatch = 4;
+    int det = 0;
     backend_kind bk = BACKEND_CPU;
     mr_weight_type wt = MR_WEIGHTS_FP32;
     static const struct option lo[] = {
         {"model", 1, 0, 'm'},   {"synthetic", 0, 0, 's'}, {"batches", 1, 0, 'b'},       {"prompt", 1, 0, 'p'},
         {"steps", 1, 0, 'n'},   {"threads", 1, 0, 't'},   {"json", 1, 0, 'j'},          {"help", 0, 0, 'h'},
         {"generate", 1, 0, 'g'}, {"backend", 1, 0, 'B'},  {"device", 1, 0, 'd'},        {"weights", 1, 0, 'w'},
-        {"prefill-batch", 1, 0, 'P'}, {"config-only", 0, 0, 'C'}, {0, 0, 0, 0}};
+        {"prefill-batch", 1, 0, 'P'}, {"config-only", 0, 0, 'C'}, {"deterministic", 0, 0, 'D'}, {0, 0, 0, 0}};
     int c, v;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 's': synthetic = 1; break;
         case 'C': config = 1; break;
+        case 'D': det = 1; break;
         case 'b': batches = optarg; break;
         case 'p': if (positive(optarg, "--prompt", &prompt)) return 2; break;
         case 'n': if (positive(optarg, "--steps", &steps)) return 2; break;
@@ -427,7 +431,7 @@ int main(int argc, char **argv) {
     int max_ctx = prompt + (steps > generate ? steps : generate) + 2;
     if (config) return config_only(model_dir, nslots, max_ctx);
 
-    run_info ri = {.model = model_dir, .backend = backend_names[bk], .weights = weight_names[wt]};
+    run_info ri = {.model = model_dir, .backend = backend_names[bk], .weights = weight_names[wt], .det = det};
     floors fl;
     memset(&fl, 0, sizeof fl);
     if (bk == BACKEND_CPU) cpu_floors(&fl, threads);
@@ -442,7 +446,8 @@ int main(int argc, char **argv) {
     if (brc) return brc;
 
     mr_model_options mo = {.max_slots = nslots, .max_ctx = max_ctx,
-                           .max_step_tokens = step_tokens, .synthetic = synthetic, .seed = 1, .weights = wt};
+                           .max_step_tokens = step_tokens, .synthetic = synthetic, .seed = 1, .weights = wt,
+                           .deterministic = det};
     mr_model *m = NULL;
     int rc = 1;
     int32_t *tok = NULL, *slot = NULL, *pos = NULL, *rows = NULL;
@@ -460,7 +465,8 @@ int main(int argc, char **argv) {
     printf("# bench-engine: %s (%s), %.0fM parameters (%.0fM active per token), %s weights %.2f GB\n", model_dir,
            cfg->model_type, mr_config_param_count(cfg) / 1e6, (body + lm_head) / 1e6, weight_names[wt],
            (double)mr_model_weight_bytes(m) / 1e9);
-    printf("# backend %s: %s; load %.1f s\n", backend_names[bk], ri.device, t_load);
+    printf("# backend %s: %s; load %.1f s%s\n", backend_names[bk], ri.device, t_load,
+           det ? "; deterministic mode (fixed-order products)" : "");
     /* bf16 asked but 4 bytes a parameter held: the model stored fp32 */
     double bpp = (double)mr_model_weight_bytes(m) / mr_config_param_count(cfg);
     if (wt == MR_WEIGHTS_BF16 && bpp > 3.0)

@@ -144,6 +144,42 @@ void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bi
     }
 }
 
+/* tile() for one row of x (unpacked: a decode step) against NR1 rows of
+ * w: the same lane chains, tail and lane sums as tile() with mr = 1, so
+ * the same bits, with none of its padded rows' work. */
+#define NR1 8
+static inline __attribute__((always_inline)) void
+tile1(int nr, float *restrict y, const float *restrict x, const float *const *restrict w, const float *restrict bias,
+      int kc, int first, int accumulate) {
+    float a[NR1][VL];
+    MR_UNROLL for (int j = 0; j < NR1; j++)
+#pragma omp simd
+        for (int l = 0; l < VL; l++) a[j][l] = 0.0f;
+    int kv = kc / VL * VL;
+    for (int k = 0; k < kv; k += VL)
+        MR_UNROLL for (int j = 0; j < NR1; j++) {
+            const float *wj = w[j] + k, *xk = x + k;
+#pragma omp simd
+            for (int l = 0; l < VL; l++) a[j][l] = fmaf(xk[l], wj[l], a[j][l]);
+        }
+    if (kv < kc) {
+        float xt[VL] = {0}, wt[NR1][VL] = {{0}};
+        memcpy(xt, x + kv, sizeof(float) * (size_t)(kc - kv));
+        for (int j = 0; j < NR1; j++) memcpy(wt[j], w[j] + kv, sizeof(float) * (size_t)(kc - kv));
+        MR_UNROLL for (int j = 0; j < NR1; j++)
+#pragma omp simd
+            for (int l = 0; l < VL; l++) a[j][l] = fmaf(xt[l], wt[j][l], a[j][l]);
+    }
+    for (int j = 0; j < nr; j++) {
+        float base = y[j];
+        if (first) {
+            base = accumulate ? y[j] : 0.0f;
+            if (bias) base += bias[j];
+        }
+        y[j] = base + lane_sum(a[j]);
+    }
+}
+
 /* The fixed-order product of the deterministic mode: y(M, n0:n1) (row
  * stride ldy) = x(M, K) (stride ldx) . w(n0:n1, K)^T (stride ldw) in
  * blocks of kc columns whatever M is: element (m, n) is
@@ -155,6 +191,18 @@ void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bi
 MR_GEMM_CLONES
 void mr_cpu_gemm_fixed(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, const float *bias,
                        int M, int K, int kc, int n0, int n1, int accumulate) {
+    if (M == 1) { /* a decode step: one row, no packing */
+        for (int k0 = 0; k0 < K; k0 += kc) {
+            int kb = K - k0 < kc ? K - k0 : kc;
+            for (int n = n0; n < n1; n += NR1) {
+                int nr = n1 - n < NR1 ? n1 - n : NR1;
+                const float *wr[NR1];
+                for (int j = 0; j < NR1; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * ldw + k0;
+                tile1(nr, y + n, x + k0, wr, bias ? bias + n : NULL, kb, k0 == 0, accumulate);
+            }
+        }
+        return;
+    }
     float xp[XBUF_FLOATS] __attribute__((aligned(64)));
     int steps_max = (kc + VL - 1) / VL;
     int mchunk = XBUF_FLOATS / (steps_max * VL) / MR * MR;
