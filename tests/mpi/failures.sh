@@ -93,5 +93,18 @@ else
   cat "$tmp/log.auto" >> "$tmp/log"
   bad "runtime.device=cpu / auto (exit $rc_cpu / $rc_auto)"
 fi
+
+# 5. comm.deterministic with a compressed tensor all-reduce: refused before
+#    anything is written, exit 2 from both ranks, the message says why.
+rm -f "$tmp"/det.jsonl*
+timeout 60 mpirun -np 2 --bind-to none "$moerun" generate "${small[@]}" --output "$tmp/det.jsonl" \
+  --set comm.deterministic=true --set comm.allreduce.compression=int8 > "$tmp/log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "comm.deterministic is on and the tensor all-reduce compresses (int8)" "$tmp/log" &&
+   [ ! -e "$tmp/det.jsonl" ]; then
+  ok "comm.deterministic with int8 compression: exit 2, nothing written"
+else
+  bad "comm.deterministic with int8 compression (exit $rc)"
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
