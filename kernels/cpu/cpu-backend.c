@@ -118,6 +118,56 @@ static void matmul_rows(float *y, const float *x, const float *wb, const float *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K, 1.0f, x, K, wb, K, beta, y + n0, N);
 }
 
+/* x(M,K) rounded to bf16, as floats, in the scratch (reserved at start-up;
+ * growing here is the fallback). */
+static const float *round_x_bf16(mr_backend *b, const float *x, int M, int K) {
+    if (cpu_reserve_bf16(b, M, K) != 0) {
+        fprintf(stderr, "moerun: cpu backend: out of memory for the bf16 matmul scratch (M=%d K=%d)\n", M, K);
+        abort();
+    }
+    cpu_ctx *c = b->ctx;
+    size_t n = (size_t)M * (size_t)K;
+    for (size_t i = 0; i < n; i++) c->xr[i] = mr_bf16_to_float(mr_bf16_from_f32(x[i]));
+    return c->xr;
+}
+
+/* Threads of a product: the team when it is big enough, at most one per
+ * block of 16 weight rows. */
+static int matmul_threads(mr_backend *b, int M, int N, int K) {
+    double flops = 2.0 * M * N * K;
+    int nblk = (N + 15) / 16, nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
+    return nt > nblk ? nblk : nt;
+}
+
+/* This team member's weight rows [*n0, *n1): whole blocks of 16. */
+static void team_rows(int N, int *n0, int *n1) {
+    int me = 0, team = 1;
+#ifdef _OPENMP
+    me = omp_get_thread_num();
+    team = omp_get_num_threads();
+#endif
+    int nblk = (N + 15) / 16;
+    *n0 = (int)((long)nblk * me / team) * 16;
+    *n1 = (int)((long)nblk * (me + 1) / team) * 16;
+    if (*n1 > N) *n1 = N;
+}
+
+/* This team member's float scratch for a tile of widened bf16 rows. */
+static float *team_tile(mr_backend *b) {
+    cpu_ctx *c = b->ctx;
+    int me = 0;
+#ifdef _OPENMP
+    me = omp_get_thread_num();
+#endif
+    return c->wt + (size_t)me * c->wt_cap;
+}
+
+/* n bf16 weights widened into floats. */
+static void widen(float *restrict wt, const uint16_t *restrict src, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) wt[i] = mr_bf16_to_float(src[i]);
+}
+
 /* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N)); accumulate != 0 adds into y.
  * The weights are float32 w, or bf16 wh (w NULL): then x is rounded to
  * bf16 first (into the scratch); for M = 1 each thread runs the bf16 gemv
@@ -147,44 +197,21 @@ static void cpu_matmul_any(mr_backend *b, float *y, const float *x, const float 
         beta = 1.0f;
     }
     int tile = BF16_TILE_ROWS, gemv_bf16 = cpu_fma;
-    cpu_ctx *c = b->ctx;
-    if (wh) {
-        /* Scratch is reserved at start-up; growing here is the fallback. */
-        if (cpu_reserve_bf16(b, M, K) != 0) {
-            fprintf(stderr, "moerun: cpu backend: out of memory for the bf16 matmul scratch (M=%d K=%d)\n", M, K);
-            abort();
-        }
-        c = b->ctx;
-        size_t n = (size_t)M * (size_t)K;
-        for (size_t i = 0; i < n; i++) c->xr[i] = mr_bf16_to_float(mr_bf16_from_f32(x[i]));
-        x = c->xr;
-    }
+    if (wh) x = round_x_bf16(b, x, M, K);
     /* Threads split the rows of w (columns of y) in blocks of 16; each
      * runs the small-M kernel or single-threaded BLAS on its block (BLAS
      * repacks x per thread, but there is no second thread pool). */
-    double flops = 2.0 * M * N * K;
-    int nblk = (N + 15) / 16;
-    int nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
-    if (nt > nblk) nt = nblk;
+    int nt = matmul_threads(b, M, N, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int me = 0, team = 1;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        int n0 = (int)((long)nblk * me / team) * 16;
-        int n1 = (int)((long)nblk * (me + 1) / team) * 16;
-        if (n1 > N) n1 = N;
+        int n0, n1;
+        team_rows(N, &n0, &n1);
         if (n1 > n0 && !wh) matmul_rows(y, x, w + (size_t)n0 * K, bias, M, N, K, n0, n1, small, beta, accumulate);
-        float *wt = wh ? c->wt + (size_t)me * c->wt_cap : NULL;
         if (wh && M == 1 && gemv_bf16 && n1 > n0) mr_cpu_gemv_bf16(y, x, wh, K, n0, n1); /* y holds bias or 0 */
         for (int r0 = n0; wh && !(M == 1 && gemv_bf16) && r0 < n1; r0 += tile) {
             int r1 = n1 - r0 < tile ? n1 : r0 + tile;
-            const uint16_t *src = wh + (size_t)r0 * K;
-            size_t n = (size_t)(r1 - r0) * (size_t)K;
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) wt[i] = mr_bf16_to_float(src[i]);
+            float *wt = team_tile(b);
+            widen(wt, wh + (size_t)r0 * K, (size_t)(r1 - r0) * (size_t)K);
             matmul_rows(y, x, wt, bias, M, N, K, r0, r1, small, beta, accumulate);
         }
     }
@@ -223,39 +250,17 @@ static void cpu_matmul_fixed(mr_backend *b, float *y, const float *x, const void
     assert(M >= 1 && N >= 1 && K >= 1 && kc >= 1 && kc <= mr_cpu_gemm_fixed_max_kc());
     assert(!block_stride || !bias);
     const uint16_t *wh = w_bf16 ? w : NULL;
-    cpu_ctx *c = b->ctx;
-    if (wh) {
-        if (cpu_reserve_bf16(b, M, K) != 0) {
-            fprintf(stderr, "moerun: cpu backend: out of memory for the bf16 matmul scratch (M=%d K=%d)\n", M, K);
-            abort();
-        }
-        c = b->ctx;
-        size_t n = (size_t)M * (size_t)K;
-        for (size_t i = 0; i < n; i++) c->xr[i] = mr_bf16_to_float(mr_bf16_from_f32(x[i]));
-        x = c->xr;
-    }
-    double flops = 2.0 * M * N * K;
-    int nblk = (N + 15) / 16;
-    int nt = flops >= MR_CPU_MATMUL_PAR_MIN ? b->threads : 1;
-    if (nt > nblk) nt = nblk;
+    if (wh) x = round_x_bf16(b, x, M, K);
+    int nt = matmul_threads(b, M, N, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int me = 0, team = 1;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        int n0 = (int)((long)nblk * me / team) * 16;
-        int n1 = (int)((long)nblk * (me + 1) / team) * 16;
-        if (n1 > N) n1 = N;
+        int n0, n1;
+        team_rows(N, &n0, &n1);
         if (!wh && n1 > n0) fixed_rows(y, x, (const float *)w + (size_t)n0 * K, bias, M, N, K, kc, block_stride, n0, n1);
-        float *wt = wh ? c->wt + (size_t)me * c->wt_cap : NULL;
         for (int r0 = n0; wh && r0 < n1; r0 += BF16_TILE_ROWS) {
             int r1 = n1 - r0 < BF16_TILE_ROWS ? n1 : r0 + BF16_TILE_ROWS;
-            const uint16_t *src = wh + (size_t)r0 * K;
-            size_t n = (size_t)(r1 - r0) * (size_t)K;
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) wt[i] = mr_bf16_to_float(src[i]);
+            float *wt = team_tile(b);
+            widen(wt, wh + (size_t)r0 * K, (size_t)(r1 - r0) * (size_t)K);
             fixed_rows(y, x, wt, bias, M, N, K, kc, block_stride, r0, r1);
         }
     }

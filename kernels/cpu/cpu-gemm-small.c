@@ -113,6 +113,26 @@ static void pack_x(float *restrict xp, const float *restrict x, int M, int K, in
             }
 }
 
+/* One packed block (columns k0 .. k0+kc of M rows, in xp) against the
+ * rows n0:n1 of w (stride ldw): every NR-row tile of w swept across all
+ * MR-row tiles of x, lane sums added into y (stride ldy). */
+static inline __attribute__((always_inline)) void
+sweep(float *y, int ldy, const float *xp, int M, const float *w, int ldw, const float *bias, int k0, int kc, int n0,
+      int n1, int accumulate) {
+    int steps = (kc + VL - 1) / VL;
+    for (int n = n0; n < n1; n += NR) {
+        int nr = n1 - n < NR ? n1 - n : NR;
+        const float *wr[NR];
+        for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * ldw + k0;
+        const float *bn = bias ? bias + n : NULL;
+        for (int m = 0; m < M; m += MR) {
+            float *ym = y + (size_t)m * ldy + n;
+            const float *xm = xp + (size_t)(m / MR) * steps * MR * VL;
+            tile(M - m < MR ? M - m : MR, nr, ym, xm, wr, bn, ldy, kc, k0 == 0, accumulate);
+        }
+    }
+}
+
 /* The columns go in equal blocks of kc, as few as let M x kc fit the packed
  * buffer.  For each block x is packed, and every NR-row tile of w is swept
  * across all tiles of x: w is read from memory once and reused from L1,
@@ -128,19 +148,9 @@ void mr_cpu_gemm_small(float *y, const float *x, const float *w, const float *bi
     int nblocks = (K + kcmax - 1) / kcmax;
     int kcb = ((K + nblocks - 1) / nblocks + VL - 1) / VL * VL;
     for (int k0 = 0; k0 < K; k0 += kcb) {
-        int kc = K - k0 < kcb ? K - k0 : kcb, steps = (kc + VL - 1) / VL;
+        int kc = K - k0 < kcb ? K - k0 : kcb;
         pack_x(xp, x, M, K, k0, kc);
-        for (int n = n0; n < n1; n += NR) {
-            int nr = n1 - n < NR ? n1 - n : NR;
-            const float *wr[NR];
-            for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K + k0;
-            const float *bn = bias ? bias + n : NULL;
-            for (int m = 0; m < M; m += MR) {
-                float *ym = y + (size_t)m * N + n;
-                const float *xm = xp + (size_t)(m / MR) * steps * MR * VL;
-                tile(M - m < MR ? M - m : MR, nr, ym, xm, wr, bn, N, kc, k0 == 0, accumulate);
-            }
-        }
+        sweep(y, N, xp, M, w, K, bias, k0, kc, n0, n1, accumulate);
     }
 }
 
@@ -211,19 +221,9 @@ void mr_cpu_gemm_fixed(float *y, int ldy, const float *x, int ldx, const float *
         int mrows = M - m0 < mchunk ? M - m0 : mchunk;
         const float *xm0 = x + (size_t)m0 * ldx;
         for (int k0 = 0; k0 < K; k0 += kc) {
-            int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + VL - 1) / VL;
+            int kb = K - k0 < kc ? K - k0 : kc;
             pack_x(xp, xm0, mrows, ldx, k0, kb);
-            for (int n = n0; n < n1; n += NR) {
-                int nr = n1 - n < NR ? n1 - n : NR;
-                const float *wr[NR];
-                for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * ldw + k0;
-                const float *bn = bias ? bias + n : NULL;
-                for (int m = 0; m < mrows; m += MR) {
-                    float *ym = y + (size_t)(m0 + m) * ldy + n;
-                    const float *xm = xp + (size_t)(m / MR) * steps * MR * VL;
-                    tile(mrows - m < MR ? mrows - m : MR, nr, ym, xm, wr, bn, ldy, kb, k0 == 0, accumulate);
-                }
-            }
+            sweep(y + (size_t)m0 * ldy, ldy, xp, mrows, w, ldw, bias, k0, kb, n0, n1, accumulate);
         }
     }
 }
