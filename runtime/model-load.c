@@ -400,20 +400,21 @@ static mr_status alloc_state(mr_model *m) {
     if (m->det && tp > 1) {
         /* Block sums of the widest row-parallel product (every one writes
          * H columns) for as many rows as 4M floats hold, at least one. */
-        int widths[] = {lo->nh * mr_config_v_dim(c), c->intermediate,
-                        lo->ep == 1 ? c->moe_intermediate : 0, lo->shared_inter * lo->tp};
+        int widths[] = {c->n_heads * mr_config_v_dim(c), c->intermediate, lo->ep == 1 ? c->moe_intermediate : 0,
+                        lo->shared_inter * lo->tp}; /* whole K of each */
         size_t nb = 1;
         for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
-            int k = i == 0 ? widths[0] * lo->tp : widths[i];
-            if (k > 0 && (size_t)(k / mr_det_kc(m, k, 1)) > nb) nb = (size_t)(k / mr_det_kc(m, k, 1));
+            size_t n = widths[i] > 0 ? (size_t)(widths[i] / mr_det_kc(m, widths[i], 1)) : 0;
+            if (n > nb) nb = n;
         }
         size_t rows = ((size_t)1 << 22) / (nb * H);
         if (rows < 1) rows = 1;
-        if (rows > T * (ep > 1 ? ep * K : 1)) rows = T * (ep > 1 ? ep * K : 1);
+        if (rows > T) rows = T; /* experts dealt out are whole: only T-row products are split */
         ws->det_cap = rows * nb * H;
         MR_CHECK(dev_alloc(m, &ws->det_local, ws->det_cap / tp, "deterministic block sums"));
         MR_CHECK(dev_alloc(m, &ws->det_all, ws->det_cap, "deterministic block sums"));
-        MR_CHECK(host_mirror(m, (void **)&ws->h_det_local, ws->det_local, ws->det_cap / tp * sizeof(float), "block sums"));
+        MR_CHECK(host_mirror(m, (void **)&ws->h_det_local, ws->det_local, ws->det_cap / tp * sizeof(float),
+                             "block sums"));
         MR_CHECK(host_mirror(m, (void **)&ws->h_det_all, ws->det_all, ws->det_cap * sizeof(float), "block sums"));
     }
 

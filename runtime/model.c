@@ -744,11 +744,9 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
                 MR_CHECK(moe_ep(m, l, T, 0));
                 MR_CHECK(tp_allreduce_mode(m, ws->a, (size_t)T * H, 1));
                 MR_CHECK(moe_shared(m, w, T));
-            } else if (m->det) {
-                MR_CHECK(lo->ep > 1 ? moe_ep(m, l, T, 1) : moe_local(m, l, T)); /* complete on every rank */
             } else {
                 MR_CHECK(lo->ep > 1 ? moe_ep(m, l, T, 1) : moe_local(m, l, T));
-                MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H));
+                if (!m->det) MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H)); /* deterministic: complete already */
             }
         }
         ops->add(m->be, ws->x, ws->a, (size_t)T * H);

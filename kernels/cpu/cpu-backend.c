@@ -256,7 +256,8 @@ static void cpu_matmul_fixed(mr_backend *b, float *y, const float *x, const void
     {
         int n0, n1;
         team_rows(N, &n0, &n1);
-        if (!wh && n1 > n0) fixed_rows(y, x, (const float *)w + (size_t)n0 * K, bias, M, N, K, kc, block_stride, n0, n1);
+        if (!wh && n1 > n0)
+            fixed_rows(y, x, (const float *)w + (size_t)n0 * K, bias, M, N, K, kc, block_stride, n0, n1);
         for (int r0 = n0; wh && r0 < n1; r0 += BF16_TILE_ROWS) {
             int r1 = n1 - r0 < BF16_TILE_ROWS ? n1 : r0 + BF16_TILE_ROWS;
             float *wt = team_tile(b);

@@ -318,32 +318,28 @@ static float fixed_ref(const float *x, const float *w, const float *bias, int n,
  * each block's sum alone, which added in order onto 0 + bias give the same
  * bits again (what a tensor group does). */
 static void test_matmul_fixed(void) {
-    static const int shapes[][3] = {{1, 1, 1}, {1, 37, 65}, {5, 19, 64}, {37, 33, 257}, {70, 45, 1024},
-                                    {3, 20, 8192}, {40, 17, 300}};
-    static const int kcs[][2] = {{1, 1}, {65, 13}, {64, 16}, {257, 257}, {1024, 128}, {8192, 1024}, {300, 60}};
+    static const int shapes[][5] = {{1, 1, 1, 1, 1},          {1, 37, 65, 65, 13},      {5, 19, 64, 64, 16},
+                                    {37, 33, 257, 257, 257},  {70, 45, 1024, 1024, 128}, {3, 20, 8192, 8192, 1024},
+                                    {40, 17, 300, 300, 60}}; /* M, N, K, two block widths */
     CHECK(B.ops->matmul_fixed != NULL, "the cpu backend has matmul_fixed");
     CHECK(B.ops->reserve_bf16(&B, 70, 8192) == 0, "reserve_bf16");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int kcase = 0; kcase < 2; kcase++)
             for (int bf = 0; bf < 2; bf++) {
-                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], kc = kcs[s][kcase];
-                size_t mn = (size_t)M * N;
-                float *x = falloc((size_t)M * K), *wf = falloc((size_t)N * K), *bias = falloc(N);
-                float *xr = falloc((size_t)M * K), *wr = falloc((size_t)N * K);
-                float *y = falloc(mn), *y1 = falloc(mn), *y3 = falloc(mn), *row = falloc(N), *sum = falloc(mn);
-                int nb = (K + kc - 1) / kc;
-                float *blocks = falloc(mn * (size_t)nb);
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], kc = shapes[s][3 + kcase];
+                size_t mn = (size_t)M * N, nb = (size_t)((K + kc - 1) / kc);
+                float *x = falloc((size_t)M * K), *wf = falloc((size_t)N * K), *bias = falloc(N), *row = falloc(N);
+                float *xr = falloc((size_t)M * K), *wr = falloc((size_t)N * K), *blocks = falloc(mn * nb);
+                float *y = falloc(mn), *y1 = falloc(mn), *y3 = falloc(mn), *sum = falloc(mn);
                 uint16_t *wh = malloc(((size_t)N * K + 1) * sizeof *wh);
-                fill(x, (size_t)M * K, -1, 1);
-                fill(wf, (size_t)N * K, -1, 1);
-                fill(bias, N, -2, 2);
+                fill(x, (size_t)M * K, -1, 1), fill(wf, (size_t)N * K, -1, 1), fill(bias, N, -2, 2);
                 B.ops->upload_bf16(&B, wh, wf, (size_t)N * K);
                 for (size_t i = 0; i < (size_t)M * K; i++) xr[i] = bf ? ref_bf16(x[i]) : x[i];
                 for (size_t i = 0; i < (size_t)N * K; i++) wr[i] = bf ? ref_bf16(wf[i]) : wf[i];
                 const void *w = bf ? (const void *)wh : (const void *)wf;
-                B.ops->matmul_fixed(&B, y, x, w, bf, bias, M, N, K, kc, 0);
-                B1.ops->matmul_fixed(&B1, y1, x, w, bf, bias, M, N, K, kc, 0);
-                B3.ops->matmul_fixed(&B3, y3, x, w, bf, bias, M, N, K, kc, 0);
+                mr_backend *be[3] = {&B, &B1, &B3};
+                float *out[3] = {y, y1, y3};
+                for (int t = 0; t < 3; t++) be[t]->ops->matmul_fixed(be[t], out[t], x, w, bf, bias, M, N, K, kc, 0);
                 size_t bad = 0;
                 for (int m = 0; m < M; m++)
                     for (int n = 0; n < N; n++) {
@@ -356,19 +352,18 @@ static void test_matmul_fixed(void) {
                 CHECK(bad == 0, "%s: %zu elements differ from the documented order", what, bad);
                 same_bits(what, y, y1, mn * sizeof *y);
                 same_bits(what, y, y3, mn * sizeof *y);
-                /* the last row alone */
                 B.ops->matmul_fixed(&B, row, x + (size_t)(M - 1) * K, w, bf, bias, 1, N, K, kc, 0);
-                CHECK(memcmp(row, y + (size_t)(M - 1) * N, (size_t)N * sizeof *row) == 0, "%s: a row alone differs", what);
-                /* block sums, added in order */
-                B.ops->matmul_fixed(&B, blocks, x, w, bf, NULL, M, N, K, kc, mn);
+                CHECK(memcmp(row, y + (size_t)(M - 1) * N, (size_t)N * sizeof *row) == 0,
+                      "%s: a row alone differs", what);
+                B.ops->matmul_fixed(&B, blocks, x, w, bf, NULL, M, N, K, kc, mn); /* block sums, added in order */
                 for (size_t i = 0; i < mn; i++) {
                     float v = 0.0f + bias[i % (size_t)N];
-                    for (int b = 0; b < nb; b++) v = v + blocks[(size_t)b * mn + i];
+                    for (size_t b = 0; b < nb; b++) v = v + blocks[(size_t)b * mn + i];
                     sum[i] = v;
                 }
                 CHECK(memcmp(sum, y, mn * sizeof *y) == 0, "%s: block sums added in order differ", what);
-                free(x); free(wf); free(bias); free(xr); free(wr); free(y); free(y1); free(y3); free(row);
-                free(sum); free(blocks); free(wh);
+                free(x); free(wf); free(bias); free(xr); free(wr); free(y); free(y1); free(y3); free(row); free(sum);
+                free(blocks); free(wh);
             }
 }
 
