@@ -78,10 +78,23 @@ MR_CLONES static void bf16_unpack(const uint16_t *restrict h, size_t n, float *r
 
 /* ---- int8 / int4 ------------------------------------------------------ */
 
+/* x * (L/A) for a block with largest |x| A overflows when A < L/FLT_MAX,
+ * so a tiny block (A < 2^-100) is first scaled by 2^100: both products are
+ * exact, and (x 2^100) * fl(L / (A 2^100)) is the same float as x * fl(L/A)
+ * wherever the latter is finite.  Returns the factor (1 or 2^100) and sets
+ * *inv = L / (A * factor), or 0 for an all-zero or non-finite block. */
+static inline float int_inv(float A, float L, float *inv) {
+    int ok = A > 0 && A <= 3.4028234663852886e38f; /* finite, non-zero */
+    float pre = A < 0x1p-100f ? 0x1p100f : 1.0f;
+    *inv = ok ? L / (A * pre) : 0.0f;
+    return pre;
+}
+
 /* Codes are written to q; the caller stores the scale. */
-MR_CLONES static void int8_codes(const float *restrict x, size_t k, float inv, int8_t *restrict q) {
+MR_CLONES static void int8_codes(const float *restrict x, size_t k, float pre, float inv,
+                                 int8_t *restrict q) {
     for (size_t i = 0; i < k; i++) {
-        float v = x[i] * inv;
+        float v = (x[i] * pre) * inv;
         v = (v + RNE_MAGIC) - RNE_MAGIC;
         q[i] = (int8_t)(int)v;
     }
@@ -111,20 +124,19 @@ __attribute__((target("avx2"))) static void int8_pack_avx2(const float *x, size_
     __m128i h = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
     h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
     h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
-    float A = u2f((uint32_t)_mm_cvtsi128_si32(h));
-    int ok = A > 0 && A <= 3.4028234663852886e38f;
-    float scale = A / 127.0f, inv = ok ? 127.0f / A : 0.0f;
+    float A = u2f((uint32_t)_mm_cvtsi128_si32(h)), inv, scale = A / 127.0f;
+    float pre = int_inv(A, 127.0f, &inv);
     memcpy(out, &scale, 4);
-    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256 vinv = _mm256_set1_ps(inv), vpre = _mm256_set1_ps(pre);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (size_t j = 0; j < k; j += 32) {
-        __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vinv),
+        __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vpre), vinv),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vinv),
+        __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vpre), vinv),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vinv),
+        __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vpre), vinv),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vinv),
+        __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vpre), vinv),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
         __m256i q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
@@ -153,11 +165,10 @@ static void int8_pack(const float *x, size_t k, unsigned char *out) {
         return;
     }
 #endif
-    float A = absmax(x, k);
-    int ok = A > 0 && A <= 3.4028234663852886e38f; /* finite, non-zero */
-    float scale = A / 127.0f, inv = ok ? 127.0f / A : 0.0f;
+    float A = absmax(x, k), inv, scale = A / 127.0f;
+    float pre = int_inv(A, 127.0f, &inv);
     memcpy(out, &scale, 4);
-    int8_codes(x, k, inv, (int8_t *)(out + 4));
+    int8_codes(x, k, pre, inv, (int8_t *)(out + 4));
 }
 
 MR_CLONES static void int8_unpack_any(const unsigned char *in, size_t k, float *restrict out, int add) {
@@ -180,9 +191,10 @@ static void int8_unpack(const unsigned char *in, size_t k, float *out, int add) 
     int8_unpack_any(in, k, out, add);
 }
 
-MR_CLONES static void int4_codes(const float *restrict x, size_t pairs, float inv, unsigned char *restrict q) {
+MR_CLONES static void int4_codes(const float *restrict x, size_t pairs, float pre, float inv,
+                                 unsigned char *restrict q) {
     for (size_t i = 0; i < pairs; i++) {
-        float v0 = x[2 * i] * inv, v1 = x[2 * i + 1] * inv;
+        float v0 = (x[2 * i] * pre) * inv, v1 = (x[2 * i + 1] * pre) * inv;
         v0 = (v0 + RNE_MAGIC) - RNE_MAGIC;
         v1 = (v1 + RNE_MAGIC) - RNE_MAGIC;
         q[i] = (unsigned char)(((unsigned)(int)v0 & 0xfu) | (((unsigned)(int)v1 & 0xfu) << 4));
@@ -190,13 +202,12 @@ MR_CLONES static void int4_codes(const float *restrict x, size_t pairs, float in
 }
 
 static void int4_pack(const float *x, size_t k, unsigned char *out) {
-    float A = absmax(x, k);
-    int ok = A > 0 && A <= 3.4028234663852886e38f;
-    float scale = A / 7.0f, inv = ok ? 7.0f / A : 0.0f;
+    float A = absmax(x, k), inv, scale = A / 7.0f;
+    float pre = int_inv(A, 7.0f, &inv);
     memcpy(out, &scale, 4);
-    int4_codes(x, k / 2, inv, out + 4);
+    int4_codes(x, k / 2, pre, inv, out + 4);
     if (k & 1) { /* odd tail: the high nibble is 0 */
-        float v = x[k - 1] * inv;
+        float v = (x[k - 1] * pre) * inv;
         v = (v + RNE_MAGIC) - RNE_MAGIC;
         out[4 + k / 2] = (unsigned char)((unsigned)(int)v & 0xfu);
     }

@@ -16,7 +16,9 @@
  * A in [2^14, 2^15), so no value overflows binary16 and the scaling is exact.
  * Codes are round-to-nearest-even of x * (127/A) (int8) or x * (7/A) (int4),
  * computed in float32 exactly as written (no fused multiply-add), so the CUDA
- * kernels produce the same bytes.  An all-zero block has scale 0 (int) or 1
+ * kernels produce the same bytes; a block with A < 2^-100, where 127/A would
+ * overflow, computes (x 2^100) * (127 / (A 2^100)) instead, the same floats
+ * without the overflow.  An all-zero block has scale 0 (int) or 1
  * (fp16).  Non-finite inputs are not supported by the int modes (the block
  * decodes to NaN); bf16 and fp16 keep inf and NaN.
  *
@@ -25,7 +27,10 @@
  *   fp16  |q(x) - x| <= 2^-11 |x| + 2^-39 A
  *   int8  |q(x) - x| <= A/254 + 2^-22 A
  *   int4  |q(x) - x| <= A/14  + 2^-22 A
- * (plus 2^-149, one float32 subnormal step, when A itself is subnormal).
+ * (plus 2^-149, one float32 subnormal step, when A itself is subnormal; for
+ * int8 and int4 plus 2^-142 when A < 2^-119: the scale A/127 or A/7 is then
+ * a float32 subnormal, rounded to a step of 2^-149, and a code multiplies
+ * that error by at most 127).
  * The all-reduce quantises each value once where it is sent (its own input,
  * or for hierarchical a node's partial sum) and the reduced result once for
  * the all-gather; sums are accumulated in float32.  So for p ranks, with

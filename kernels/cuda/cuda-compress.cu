@@ -77,6 +77,15 @@ static __device__ float get_f32(const unsigned char *p) {
                            (uint32_t)p[3] << 24);
 }
 
+/* L / A, or 0 for an all-zero or non-finite block, with compress.c's
+ * pre-scaling of tiny blocks (A < 2^-100, where L / A would overflow):
+ * returns the factor that x is multiplied by before *inv. */
+static __device__ __forceinline__ float int_inv(float A, float L, float *inv) {
+    float pre = A < 0x1p-100f ? 0x1p100f : 1.0f;
+    *inv = A > 0 && A <= 3.4028234663852886e38f ? L / __fmul_rn(A, pre) : 0.0f;
+    return pre;
+}
+
 /* Round to nearest even and clamp to [-lim, lim]. */
 static __device__ __forceinline__ int code(float v, int lim) {
     int q = __float2int_rn(v);
@@ -109,16 +118,17 @@ static __global__ void block_pack_kernel(int mode, int B, const float *x, size_t
         for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
         float A = __uint_as_float(m);
         if (mode == CMP_INT8) {
-            float scale = A / 127.0f, inv = A > 0 ? 127.0f / A : 0.0f;
+            float scale = A / 127.0f, inv, pre = int_inv(A, 127.0f, &inv);
             if (lane == 0) put_f32(o, scale);
-            for (int i = lane; i < k; i += 32) o[4 + i] = (unsigned char)(int8_t)code(__fmul_rn(xb[i], inv), 127);
+            for (int i = lane; i < k; i += 32)
+                o[4 + i] = (unsigned char)(int8_t)code(__fmul_rn(__fmul_rn(xb[i], pre), inv), 127);
         } else if (mode == CMP_INT4) {
-            float scale = A / 7.0f, inv = A > 0 ? 7.0f / A : 0.0f;
+            float scale = A / 7.0f, inv, pre = int_inv(A, 7.0f, &inv);
             if (lane == 0) put_f32(o, scale);
             for (int j = lane; 2 * j < k; j += 32) {
                 int i = 2 * j;
-                int q0 = code(__fmul_rn(xb[i], inv), 7);
-                int q1 = i + 1 < k ? code(__fmul_rn(xb[i + 1], inv), 7) : 0;
+                int q0 = code(__fmul_rn(__fmul_rn(xb[i], pre), inv), 7);
+                int q1 = i + 1 < k ? code(__fmul_rn(__fmul_rn(xb[i + 1], pre), inv), 7) : 0;
                 o[4 + j] = (unsigned char)((q0 & 0xf) | ((q1 & 0xf) << 4));
             }
         } else { /* fp16 with a power-of-two scale */

@@ -185,6 +185,32 @@ static void test_special_blocks(void) {
     CHECK(fin, "fp16 block of float32 subnormals: within 2^-11 relative + 2^-149");
 }
 
+/* int8 and int4 blocks so small that 127/A (7/A) overflows float32: the
+ * bound of compress.h (with its 2^-142 for a subnormal scale), on blocks
+ * taken by the vectorised path (32 values) and the portable one (31). */
+static void test_tiny_blocks(void) {
+    static const double mags[] = {3e-30, 1e-34, 2e-37, 1e-38, 1e-40, 1e-43};
+    const mr_compression modes[] = {MR_COMPRESS_INT8, MR_COMPRESS_INT4};
+    uint64_t sd = 11;
+    for (int mi = 0; mi < 2; mi++)
+        for (int g = 0; g < 6; g++)
+            for (int n = 31; n <= 32; n++) {
+                float x[32], y[32];
+                unsigned char z[256];
+                for (int i = 0; i < n; i++) x[i] = (float)((ar_uniform(&sd) * 2 - 1) * mags[g]);
+                x[3] = (float)-mags[g]; /* A itself, negative */
+                double A = 0;
+                for (int i = 0; i < n; i++) A = fmax(A, fabs((double)x[i]));
+                mr_compress(modes[mi], 32, x, (size_t)n, z);
+                mr_decompress(modes[mi], 32, z, (size_t)n, y);
+                double steps = modes[mi] == MR_COMPRESS_INT8 ? 254.0 : 14.0;
+                double bound = A / steps + 0x1p-22 * A + 0x1p-142 + 0x1p-149, worst = 0;
+                for (int i = 0; i < n; i++) worst = fmax(worst, fabs((double)y[i] - x[i]));
+                CHECK(worst <= bound, "%s block of %d values with max |x| %g: error %g > bound %g",
+                      modes[mi] == MR_COMPRESS_INT8 ? "int8" : "int4", n, A, worst, bound);
+            }
+}
+
 /* int8 bytes against the formula of compress.h computed here (the codec
  * may take a vectorised path; the bytes must not change) */
 static void test_int8_bytes(void) {
@@ -217,5 +243,6 @@ int main(void) {
     test_conversions();
     test_codecs();
     test_special_blocks();
+    test_tiny_blocks();
     return mr_test_summary();
 }
