@@ -2,8 +2,8 @@
 # runtime API and nccl.h), a library of its own so that mr_runtime builds
 # without CUDA.  Built when MR_HAVE_CUDA is ON and nccl.h and libnccl are
 # found (in the CUDA toolkit, the system, or NCCL_HOME).
-if(NOT MR_HAVE_CUDA)
-  message(STATUS "moerun: NCCL communicator OFF (no CUDA)")
+if(NOT MR_HAVE_CUDA OR MR_CUDA_EMU)
+  message(STATUS "moerun: NCCL communicator OFF (no CUDA, or the CUDA emulator)")
   return()
 endif()
 find_package(CUDAToolkit REQUIRED)

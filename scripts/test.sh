@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up and build, then every ctest except the
-# labels kept out of CI (slow).  Extra arguments go to ctest, e.g.
+# labels kept out of CI (slow); then, in a second tree (build-emu), the CUDA
+# backend built on the CPU emulator of tests/gpu/emu and the GPU suite
+# (label gpu) run on it.  Extra arguments go to ctest, e.g.
 #   scripts/test.sh -L reference      only the transformers comparisons
 #   MR_TEST_ALL=1 scripts/test.sh      slow checks too
+#   MR_TEST_EMU=0 scripts/test.sh      without the emulator tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -21,5 +24,14 @@ fi
 BUILD=${MR_BUILD_DIR:-build}
 exclude=(-LE 'slow')
 [ "${MR_TEST_ALL:-0}" = 1 ] && exclude=()
-cd "$BUILD"
-ctest --output-on-failure -j"$(nproc)" "${exclude[@]}" "$@"
+(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)" "${exclude[@]}" "$@")
+
+# Without a GPU the gpu tests above are skipped (77); here they run the
+# CUDA backend's own code on the emulator (not a GPU: tests/gpu/emu/README.md).
+if [ "${MR_TEST_EMU:-1}" = 1 ] && [ $# -eq 0 ]; then
+  EMU=${MR_EMU_BUILD_DIR:-build-emu}
+  echo "test: the CUDA backend on the CPU emulator ($EMU)"
+  cmake -S . -B "$EMU" -DMR_CUDA_EMU=ON -DCMAKE_BUILD_TYPE=${MR_BUILD_TYPE:-RelWithDebInfo} >/dev/null
+  cmake --build "$EMU" -j"$(nproc)" --target test-emu test-gpu-ops check-reference moerun compare-logits
+  (cd "$EMU" && ctest --output-on-failure -j"$(nproc)" -L gpu)
+fi
