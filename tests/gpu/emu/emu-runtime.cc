@@ -17,7 +17,7 @@
  *     cuBLAS's arguments are checked as cuBLAS checks them;
  *   - launch limits (1024 threads, 48 KiB of dynamic shared memory, grid
  *     sizes) fail the launch as CUDA does (cudaGetLastError);
- *   - threads of a block are fibers: __syncthreads and the warp barriers
+ *   - threads of a block are fibers (own stacks, a register switch): __syncthreads and the warp barriers
  *     wait for the others, a deadlock is reported, MR_EMU_ORDER=reverse
  *     runs blocks and threads in the other order (a race that depends on
  *     it changes the result).
@@ -236,12 +236,50 @@ struct Block {
     Warp warp[32];
 } B;
 
-struct Fiber {
+/* Switching between fibers.  On x86-64 a plain switch of the callee-saved
+ * registers and the stack pointer (swapcontext also saves the signal mask:
+ * two system calls per switch, most of the emulator's time); elsewhere
+ * ucontext. */
+#if defined(__x86_64__)
+extern "C" void mr_emu_switch(void **save_sp, void *to_sp);
+asm(".text\n.globl mr_emu_switch\n.type mr_emu_switch,@function\nmr_emu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n  ret\n"
+    ".size mr_emu_switch,.-mr_emu_switch\n");
+struct Ctx {
+    void *sp;
+};
+/* A new context that starts in entry() on the stack [lo, lo + size). */
+void ctx_make(Ctx *c, char *lo, size_t size, void (*entry)()) {
+    uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = NULL;            /* entry's return address: it never returns */
+    *--sp = (void *)entry;   /* taken by mr_emu_switch's ret */
+    for (int i = 0; i < 6; i++) *--sp = NULL; /* rbp rbx r12-r15 */
+    c->sp = sp;
+}
+void ctx_switch(Ctx *from, Ctx *to) { mr_emu_switch(&from->sp, to->sp); }
+#else
+struct Ctx {
     ucontext_t uc;
+};
+void ctx_make(Ctx *c, char *lo, size_t size, void (*entry)()) {
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = lo;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = NULL;
+    makecontext(&c->uc, entry, 0);
+}
+void ctx_switch(Ctx *from, Ctx *to) { swapcontext(&from->uc, &to->uc); }
+#endif
+
+struct Fiber {
+    Ctx ctx;
     bool done;
 };
 std::vector<Fiber> g_fib;
-ucontext_t g_sched;
+Ctx g_sched;
 bool g_fibers;    /* this launch runs fibers (else plain calls) */
 bool g_used_sync; /* a barrier or shuffle was reached in this launch */
 uint64_t g_progress;
@@ -264,7 +302,7 @@ void need_fiber(const char *what) {
     g_used_sync = true;
 }
 
-void yield() { swapcontext(&g_fib[g_fiber].uc, &g_sched); }
+void yield() { ctx_switch(&g_fib[g_fiber].ctx, &g_sched); }
 
 void release_if_ready() {
     if (B.arrived > 0 && B.arrived == B.live) {
@@ -308,7 +346,7 @@ void trampoline() {
     B.live--;
     g_progress++;
     release_if_ready();
-    swapcontext(&g_fib[i].uc, &g_sched);
+    ctx_switch(&g_fib[i].ctx, &g_sched); /* never resumed */
 }
 
 char *stack_of(int i) {
@@ -334,11 +372,7 @@ void run_block_fibers(int n, bool reverse) {
     for (int i = 0; i < n; i++) {
         Fiber &f = g_fib[i];
         f.done = false;
-        getcontext(&f.uc);
-        f.uc.uc_stack.ss_sp = stack_of(i) + PG;
-        f.uc.uc_stack.ss_size = STACK;
-        f.uc.uc_link = NULL;
-        makecontext(&f.uc, trampoline, 0);
+        ctx_make(&f.ctx, stack_of(i) + PG, STACK, trampoline);
     }
     while (B.live > 0) {
         uint64_t before = g_progress;
@@ -346,7 +380,7 @@ void run_block_fibers(int n, bool reverse) {
             int i = reverse ? n - 1 - k : k;
             if (g_fib[i].done) continue;
             set_thread(i);
-            swapcontext(&g_sched, &g_fib[i].uc);
+            ctx_switch(&g_sched, &g_fib[i].ctx);
         }
         if (B.live > 0 && g_progress == before) {
             fprintf(stderr, "E cuda-emu: kernel %s, block (%u,%u,%u): deadlock, %d of %d threads wait", g_kernel,
