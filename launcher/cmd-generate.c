@@ -85,7 +85,7 @@ static void usage(FILE *f) {
             "  --set comm.deterministic=true  (or MR_DETERMINISTIC=true) the same bits for every plan (tensor\n"
             "                         sizes up to 8), batch size and thread count: fixed-order products,\n"
             "                         block sums all-gathered instead of the tensor all-reduce; CPU\n"
-            "                         backend only, slower (bench/results/deterministic-*)\n"
+            "                         and CUDA backends, slower (bench/results/deterministic-*)\n"
             "request defaults (a request's own fields win):\n"
             "  --max-tokens N         tokens to generate (default 128)\n"
             "  --temperature T        0 = greedy (default 0)\n"

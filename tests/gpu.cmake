@@ -90,3 +90,24 @@ foreach(fx llama deepseek_v3)
                        ENVIRONMENT "MR_DEVICE=cuda;MR_WEIGHTS=fp32;MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
 endforeach()
 
+# Deterministic mode on the GPU (kernels/cuda/cuda-fixed.cu, the CPU's
+# fixed-order product bit for bit): transformers within 1e-4 and each prompt
+# alone with the batched run's bits; every plan with the one-rank GPU run's
+# bits, in bf16 (the GPU default: the mode makes bf16 plans exact too),
+# with another batch size and token budget than the one-rank run.
+foreach(fx llama qwen2_moe deepseek_v3)
+  add_test(NAME reference-gpu-det-${fx} COMMAND check-reference --backend cuda --deterministic
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(reference-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
+endforeach()
+foreach(fx llama deepseek_v3)
+  set(plans tensor=2 pipeline=2 data=2,tensor=2)
+  if(fx STREQUAL "deepseek_v3")
+    list(APPEND plans tensor=2,expert=2 data=2,expert=2)
+  endif()
+  add_test(NAME plans-gpu-det-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh
+           ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+  set_tests_properties(plans-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900 RUN_SERIAL TRUE
+                       ENVIRONMENT "MR_DEVICE=cuda;MR_DETERMINISTIC=true;MR_PLANS_LOGIT_TOL=bits;MR_PLANS_ARGS=--max-batch 5 --token-budget 13;MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
+endforeach()

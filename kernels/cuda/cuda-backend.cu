@@ -212,7 +212,7 @@ static const mr_backend_ops mr_cuda_ops = {
     /* .matmul_bf16 = */ mr_cuda_matmul_bf16,
     /* .upload_bf16 = */ mr_cuda_upload_bf16,
     /* .reserve_bf16 = */ cuda_reserve_bf16,
-    /* .matmul_fixed = */ NULL, /* deterministic mode: CPU backend only so far */
+    /* .matmul_fixed = */ mr_cuda_matmul_fixed,
     /* .host_memory = */ 0,
 };
 

@@ -99,6 +99,10 @@ static __device__ __forceinline__ float mr_cuda_warp_max(float v) {
     return v;
 }
 
+/* cuda-fixed.cu: the deterministic mode's product (backend.h) */
+void mr_cuda_matmul_fixed(mr_backend *b, float *y, const float *x, const void *w, int w_bf16, const float *bias,
+                          int M, int N, int K, int kc, size_t block_stride);
+
 /* cuda-elementwise.cu */
 void mr_cuda_rmsnorm(mr_backend *b, float *y, const float *x, const float *w, int rows,
                      int dim, float eps);

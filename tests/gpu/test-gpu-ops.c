@@ -208,6 +208,41 @@ static void test_matmul(void) {
     }
 }
 
+/* The deterministic mode's product: the CPU backend's bits exactly, fp32
+ * and bf16 weights, whole sums and per-block sums (block_stride). */
+static void test_matmul_fixed(void) {
+    static const struct {
+        int M, N, K, kc, bias, blocks;
+    } F[] = {{1, 1, 1, 1, 0, 0},       {1, 37, 100, 8, 1, 0},    {3, 5, 1000, 256, 1, 0}, {70, 33, 777, 100, 0, 0},
+             {5, 17, 8192, 8192, 1, 0}, {2, 9, 4099, 1024, 0, 0}, {7, 11, 301, 64, 0, 1},  {1, 24, 2048, 512, 0, 1}};
+    for (size_t c = 0; c < sizeof F / sizeof F[0]; c++)
+        for (int bf = 0; bf < 2; bf++) {
+            int M = F[c].M, N = F[c].N, K = F[c].K, kc = F[c].kc, nb = (K + kc - 1) / kc;
+            size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N * (F[c].blocks ? nb : 1);
+            size_t bs = F[c].blocks ? (size_t)M * N : 0;
+            float *x = falloc(nx), *w = falloc(nw), *bias = falloc(N), *yc = falloc(ny), *yg = falloc(ny);
+            uint16_t *wb = xmalloc(nw * 2);
+            fill(x, nx, -1, 1);
+            fill(w, nw, -1, 1);
+            fill(bias, N, -1, 1);
+            for (size_t i = 0; i < nw; i++) wb[i] = mr_f32_to_bf16(w[i]);
+            const void *wh = bf ? (const void *)wb : (const void *)w;
+            float *dx = gput(x, nx * 4), *db = gput(bias, (size_t)N * 4), *dy = gput(NULL, ny * 4);
+            void *dw = gput(wh, nw * (bf ? 2 : 4));
+            const float *bp = F[c].bias ? bias : NULL, *dbp = F[c].bias ? db : NULL;
+            if (bf) C.ops->reserve_bf16(&C, M, K);
+            C.ops->matmul_fixed(&C, yc, x, wh, bf, bp, M, N, K, kc, bs);
+            G.ops->matmul_fixed(&G, dy, dx, dw, bf, dbp, M, N, K, kc, bs);
+            gget(yg, dy, ny * 4);
+            char shape[64];
+            snprintf(shape, sizeof shape, "%dx%dx%d kc %d%s%s%s", M, N, K, kc, bf ? " bf16" : "",
+                     F[c].bias ? " bias" : "", F[c].blocks ? " blocks" : "");
+            compare_bytes("matmul_fixed bits", shape, yg, yc, ny * 4);
+            gfree_all();
+            free(x), free(w), free(bias), free(yc), free(yg), free(wb);
+        }
+}
+
 static void test_bf16_convert(void) {
     size_t n = 4099;
     float *x = falloc(n);
@@ -736,6 +771,7 @@ int main(void) {
     printf("%-22s %-46s %11s %9s  %s\n", "--", "-----", "-----------", "---------", "------");
     test_memory();
     test_matmul();
+    test_matmul_fixed();
     test_bf16_convert();
     test_scratch();
     test_rmsnorm();
