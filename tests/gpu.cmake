@@ -111,3 +111,11 @@ foreach(fx llama deepseek_v3)
   set_tests_properties(plans-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900 RUN_SERIAL TRUE
                        ENVIRONMENT "MR_DEVICE=cuda;MR_DETERMINISTIC=true;MR_PLANS_LOGIT_TOL=bits;MR_PLANS_ARGS=--max-batch 5 --token-budget 13;MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
 endforeach()
+
+# The default model (GGUF, text prompts through the tokenizer) on the CUDA
+# backend: the CPU backend's output file byte for byte, fp32 weights, greedy.
+add_test(NAME generate-gpu-smollm2 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh
+         ${CMAKE_CURRENT_SOURCE_DIR}/gpu/generate-vs-cpu.sh $<TARGET_FILE:moerun>
+         ${PROJECT_SOURCE_DIR}/models/smollm2-135m-instruct-q4_1.gguf ${PROJECT_SOURCE_DIR}/examples/prompts.jsonl)
+set_tests_properties(generate-gpu-smollm2 PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+                     ENVIRONMENT "MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")

@@ -10,8 +10,9 @@
  *     copy is using it: the host touching device memory, a kernel reading
  *     past its buffer, or any use after cudaFree is a SIGSEGV that the
  *     handler here explains (allocation, offset, kernel, block, thread);
- *   - new allocations and each block's dynamic shared memory are filled
- *     with 0xff bytes (NaN floats, -1 ints), as real memory is not zero;
+ *   - new allocations (their first 32 MiB) and each block's dynamic shared
+ *     memory are filled with 0xff bytes (NaN floats, -1 ints), as real
+ *     memory is not zero;
  *   - a kernel's pointer arguments must be device memory (or NULL), a
  *     copy's ranges must lie inside their allocations and match its kind,
  *     cuBLAS's arguments are checked as cuBLAS checks them;
@@ -25,7 +26,7 @@
  * It says nothing about speed, the GPU's memory model, warp scheduling or
  * real cuBLAS; streams are synchronous.  Environment: MR_EMU_SMS (SM count,
  * default 2, so grid-stride loops wrap), MR_EMU_ORDER, MR_EMU_FIBERS=always
- * (no learned no-barrier mode). */
+ * (no learned no-barrier mode), MR_EMU_POISON_MIB, MR_EMU_STATS=1. */
 #include "include/cublas_v2.h"
 
 #include <errno.h>
@@ -94,6 +95,17 @@ struct Alloc {
 
 char *g_arena;
 size_t g_arena_bytes, g_cursor;
+/* MR_EMU_STATS=1: counts printed at exit. */
+struct {
+    unsigned long long allocs, alloc_bytes, frees, launches, blocks, copies, copy_bytes, gemms;
+} g_stats;
+void print_stats() {
+    fprintf(stderr,
+            "cuda-emu: %llu allocations (%.1f MiB), %llu frees, %llu launches (%llu blocks), %llu copies "
+            "(%.1f MiB), %llu GEMMs\n",
+            g_stats.allocs, g_stats.alloc_bytes / 1048576.0, g_stats.frees, g_stats.launches, g_stats.blocks,
+            g_stats.copies, g_stats.copy_bytes / 1048576.0, g_stats.gemms);
+}
 std::map<uintptr_t, Alloc> g_allocs; /* by base */
 int g_next_id;
 
@@ -106,6 +118,7 @@ void arena_init() {
             g_arena = (char *)p;
             g_arena_bytes = bytes;
             g_cursor = PG; /* a guard page first */
+            if (getenv("MR_EMU_STATS")) atexit(print_stats);
             return;
         }
     }
@@ -501,6 +514,8 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
     blockDim = block;
     smem_prepare(shmem);
     unsigned long long nb = (unsigned long long)grid.x * grid.y * grid.z;
+    g_stats.launches++;
+    g_stats.blocks += nb;
     for (unsigned long long k = 0; k < nb; k++) {
         unsigned long long b = reverse ? nb - 1 - k : k;
         blockIdx.x = (unsigned)(b % grid.x);
@@ -651,10 +666,17 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     a.live = true;
     a.open = 0;
     g_cursor += (pages + 1) * PG;
+    /* Poison the first MR_EMU_POISON_MIB (32) MiB: all of most buffers, the
+     * first slots of a KV cache; the rest stays untouched (zero pages),
+     * not gigabytes of page faults for a cache sized for a whole batch. */
+    size_t cap = (size_t)env_int("MR_EMU_POISON_MIB", 32) << 20;
+    size_t poison = a.user + bytes - a.base < cap ? (size_t)(a.user + bytes - a.base) : cap;
     set_prot(a, PROT_READ | PROT_WRITE);
-    memset(a.base, 0xff, pages * PG);
+    memset(a.base, 0xff, poison);
     set_prot(a, PROT_NONE);
     g_allocs[(uintptr_t)a.base] = a;
+    g_stats.allocs++;
+    g_stats.alloc_bytes += bytes;
     *p = a.user;
     return cudaSuccess;
 }
@@ -671,6 +693,7 @@ cudaError_t cudaFree(void *p) {
     }
     if (a->open) fatal("cudaFree of allocation #%d while a kernel or copy uses it", a->id);
     a->live = false;
+    g_stats.frees++;
     madvise(a->base, a->pages * PG, MADV_DONTNEED); /* stays PROT_NONE: later use faults */
     return cudaSuccess;
 }
@@ -715,6 +738,8 @@ static cudaError_t copy2d(const char *what, void *dst, size_t dpitch, const void
     std::vector<Alloc *> opened;
     bool ok = copy_side(what, "destination", dst, (height - 1) * dpitch + width, dd, opened) &&
               copy_side(what, "source", src, (height - 1) * spitch + width, sd, opened);
+    g_stats.copies++;
+    g_stats.copy_bytes += width * height;
     if (ok)
         for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
     for (Alloc *a : opened) close_alloc(*a);
@@ -893,6 +918,7 @@ static cublasStatus_t gemm(const char *what, cublasHandle_t h, cublasOperation_t
         open_alloc(*a);
         opened.push_back(a);
     }
+    g_stats.gemms++;
     std::vector<float> col(m);
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {
