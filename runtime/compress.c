@@ -113,6 +113,12 @@ static int have_avx2(void) {
     return v;
 }
 
+/* Eight codes: (x * pre) * inv rounded to nearest even, as int32. */
+__attribute__((target("avx2"))) static inline __m256i int8_q8(const float *x, __m256 vpre, __m256 vinv) {
+    __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x), vpre), vinv);
+    return _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 /* One whole block (k a multiple of 32) in AVX2: the same bytes as the
  * portable code (largest |x| by bit patterns, x * inv rounded to nearest
  * even -- |x * inv| <= 127.5 so the saturating packs never saturate). */
@@ -130,14 +136,8 @@ __attribute__((target("avx2"))) static void int8_pack_avx2(const float *x, size_
     const __m256 vinv = _mm256_set1_ps(inv), vpre = _mm256_set1_ps(pre);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (size_t j = 0; j < k; j += 32) {
-        __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vpre), vinv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vpre), vinv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vpre), vinv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vpre), vinv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i a = int8_q8(x + j, vpre, vinv), b = int8_q8(x + j + 8, vpre, vinv);
+        __m256i c = int8_q8(x + j + 16, vpre, vinv), d = int8_q8(x + j + 24, vpre, vinv);
         __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
         __m256i q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
         _mm256_storeu_si256((__m256i *)(out + 4 + j), q);

@@ -49,7 +49,8 @@ endforeach()
 if(NOT MR_CUDA_EMU)
   add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
   set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
-  target_compile_options(gpu-floors PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
+  target_compile_options(gpu-floors PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
   target_link_libraries(gpu-floors PRIVATE mr_bench_gpu)
 endif()
 
@@ -100,6 +101,8 @@ foreach(fx llama qwen2_moe deepseek_v3)
            ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
   set_tests_properties(reference-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
+set(MR_GPU_DET_ENV MR_DEVICE=cuda MR_DETERMINISTIC=true MR_PLANS_LOGIT_TOL=bits
+    "MR_PLANS_ARGS=--max-batch 5 --token-budget 13" MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>)
 foreach(fx llama deepseek_v3)
   set(plans tensor=2 pipeline=2 data=2,tensor=2)
   if(fx STREQUAL "deepseek_v3")
@@ -109,7 +112,7 @@ foreach(fx llama deepseek_v3)
            ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh $<TARGET_FILE:moerun>
            ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
   set_tests_properties(plans-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900 RUN_SERIAL TRUE
-                       ENVIRONMENT "MR_DEVICE=cuda;MR_DETERMINISTIC=true;MR_PLANS_LOGIT_TOL=bits;MR_PLANS_ARGS=--max-batch 5 --token-budget 13;MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
+                       ENVIRONMENT "${MR_GPU_DET_ENV}")
 endforeach()
 
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA

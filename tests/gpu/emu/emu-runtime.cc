@@ -27,7 +27,7 @@
  * real cuBLAS; streams are synchronous.  Environment: MR_EMU_SMS (SM count,
  * default 2, so grid-stride loops wrap), MR_EMU_ORDER, MR_EMU_FIBERS=always
  * (no learned no-barrier mode), MR_EMU_POISON_MIB, MR_EMU_STATS=1. */
-#include "include/cublas_v2.h"
+#include "emu-internal.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -48,10 +48,11 @@
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
-namespace {
+namespace mr_emu {
 
 const size_t PG = 4096;
 std::recursive_mutex g_lock;
+std::recursive_mutex &lock() { return g_lock; }
 cudaError_t g_last = cudaSuccess;
 int g_device = 0;
 
@@ -83,22 +84,10 @@ int env_int(const char *name, int dflt) {
 
 /* ---- device memory ------------------------------------------------------ */
 
-struct Alloc {
-    char *base;    /* first page */
-    size_t pages;  /* accessible pages; a guard page follows */
-    char *user;    /* what cudaMalloc returned: the end touches the guard */
-    size_t bytes;
-    int id;
-    bool live;
-    int open;      /* kernels and copies using it now */
-};
 
 char *g_arena;
 size_t g_arena_bytes, g_cursor;
-/* MR_EMU_STATS=1: counts printed at exit. */
-struct {
-    unsigned long long allocs, alloc_bytes, frees, launches, blocks, copies, copy_bytes, gemms;
-} g_stats;
+Stats g_stats;
 void print_stats() {
     fprintf(stderr,
             "cuda-emu: %llu allocations (%.1f MiB), %llu frees, %llu launches (%llu blocks), %llu copies "
@@ -334,7 +323,8 @@ void warp_release_if_ready(Warp &w) {
 void warp_barrier(unsigned mask, const char *what) {
     Warp &w = B.warp[g_fiber / 32];
     unsigned lane = (unsigned)g_fiber % 32, need = mask & w.exist;
-    if (!(need >> lane & 1)) fatal("kernel %s: lane %u calls %s with mask %#x without itself", g_kernel, lane, what, mask);
+    if (!(need >> lane & 1))
+        fatal("kernel %s: lane %u calls %s with mask %#x without itself", g_kernel, lane, what, mask);
     if (need & ~w.live)
         fatal("kernel %s, block (%u,%u,%u), warp %d: %s with mask %#x names lanes that have returned (%#x)",
               g_kernel, blockIdx.x, blockIdx.y, blockIdx.z, g_fiber / 32, what, mask, need & ~w.live);
@@ -430,9 +420,15 @@ std::unordered_map<const void *, bool> g_has_sync; /* learned per kernel */
 std::set<cudaStream_t> g_streams;
 std::set<cudaEvent_t> g_events;
 
-bool stream_ok(cudaStream_t s) { return s == 0 || g_streams.count(s); }
+} // namespace mr_emu
 
-} // namespace
+bool mr_emu::stream_ok(cudaStream_t s) { return s == 0 || g_streams.count(s); }
+
+namespace mr_emu {
+
+} // namespace mr_emu
+
+using namespace mr_emu;
 
 /* ---- device side entry points (emu.h) ----------------------------------- */
 
@@ -539,7 +535,6 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
 
 /* ---- the runtime API ---------------------------------------------------- */
 
-#define LOCK std::lock_guard<std::recursive_mutex> lk_(g_lock)
 
 static cudaError_t fail(cudaError_t e) {
     g_last = e;
@@ -785,7 +780,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     free(s);
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
 cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     LOCK;
@@ -815,151 +812,3 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     return g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
-
-/* ---- cuBLAS ------------------------------------------------------------- */
-
-struct cublasContext {
-    cudaStream_t stream;
-    int math;
-    void *workspace;
-    size_t workspace_bytes;
-};
-static std::set<cublasHandle_t> g_handles;
-
-cublasStatus_t cublasCreate(cublasHandle_t *h) {
-    LOCK;
-    *h = new cublasContext{0, 0, NULL, 0};
-    g_handles.insert(*h);
-    return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasDestroy(cublasHandle_t h) {
-    LOCK;
-    if (!g_handles.erase(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    delete h;
-    return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
-    LOCK;
-    if (!g_handles.count(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (!stream_ok(s)) return CUBLAS_STATUS_INVALID_VALUE;
-    h->stream = s;
-    return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
-    LOCK;
-    if (!g_handles.count(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    h->math = (int)mode;
-    return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *workspace, size_t bytes) {
-    LOCK;
-    if (!g_handles.count(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    char why[300];
-    if (bytes && !range(workspace, bytes, why, sizeof why)) {
-        warn("cublasSetWorkspace: %s", why);
-        return CUBLAS_STATUS_INVALID_VALUE;
-    }
-    h->workspace = workspace;
-    h->workspace_bytes = bytes;
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-const char *cublasGetStatusString(cublasStatus_t s) {
-    switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    }
-    return "CUBLAS_STATUS_UNKNOWN";
-}
-
-static float load(const void *p, cudaDataType t, size_t i) {
-    if (t == CUDA_R_32F) return ((const float *)p)[i];
-    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16; /* CUDA_R_16BF */
-    return __uint_as_float(u);
-}
-
-/* C(m,n) = alpha op(A) op(B) + beta C, column-major, as cublasGemmEx; the
- * sums in double, C not read when beta is 0. */
-static cublasStatus_t gemm(const char *what, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                           int n, int k, float alpha, const void *A, cudaDataType at, int lda, const void *Bm,
-                           cudaDataType bt, int ldb, float beta, float *C, int ldc) {
-    if (!g_handles.count(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (ta > CUBLAS_OP_C || tb > CUBLAS_OP_C || m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
-    int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
-    if (lda < (ar > 1 ? ar : 1) || ldb < (br > 1 ? br : 1) || ldc < (m > 1 ? m : 1)) {
-        warn("%s: leading dimensions lda %d (rows %d), ldb %d (rows %d), ldc %d (rows %d)", what, lda, ar, ldb,
-             br, ldc, m);
-        return CUBLAS_STATUS_INVALID_VALUE;
-    }
-    if (!m || !n) return CUBLAS_STATUS_SUCCESS;
-    size_t as = at == CUDA_R_32F ? 4 : 2, bs = bt == CUDA_R_32F ? 4 : 2;
-    std::vector<Alloc *> opened;
-    char why[300];
-    struct {
-        const void *p;
-        size_t bytes;
-        const char *name;
-    } parts[3] = {{A, k ? ((size_t)lda * (ac - 1) + ar) * as : 0, "A"},
-                  {Bm, k ? ((size_t)ldb * (bc - 1) + br) * bs : 0, "B"},
-                  {C, ((size_t)ldc * (n - 1) + m) * 4, "C"}};
-    for (auto &pt : parts) {
-        if (!pt.bytes) continue;
-        Alloc *a = range(pt.p, pt.bytes, why, sizeof why);
-        if (!a) {
-            warn("%s: matrix %s %s", what, pt.name, why);
-            for (Alloc *o : opened) close_alloc(*o);
-            return CUBLAS_STATUS_INVALID_VALUE;
-        }
-        open_alloc(*a);
-        opened.push_back(a);
-    }
-    g_stats.gemms++;
-    std::vector<float> col(m);
-    for (int j = 0; j < n; j++) {
-        for (int i = 0; i < m; i++) {
-            double s = 0;
-            for (int l = 0; l < k; l++) {
-                size_t ai = ta == CUBLAS_OP_N ? (size_t)l * lda + i : (size_t)i * lda + l;
-                size_t bi = tb == CUBLAS_OP_N ? (size_t)j * ldb + l : (size_t)l * ldb + j;
-                s += (double)load(A, at, ai) * (double)load(Bm, bt, bi);
-            }
-            float *c = C + (size_t)j * ldc + i;
-            col[i] = beta == 0.0f ? (float)(alpha * s) : (float)(alpha * s + (double)beta * *c);
-        }
-        memcpy(C + (size_t)j * ldc, col.data(), (size_t)m * 4);
-    }
-    for (Alloc *o : opened) close_alloc(*o);
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-static bool host_scalar(const void *p) { return p && !in_arena(p); }
-
-cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *A, int lda, const float *Bm, int ldb, const float *beta,
-                           float *C, int ldc) {
-    LOCK;
-    if (!host_scalar(alpha) || !host_scalar(beta)) return CUBLAS_STATUS_INVALID_VALUE;
-    return gemm("cublasSgemm", h, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, Bm, CUDA_R_32F, ldb, *beta, C, ldc);
-}
-
-cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                            const void *alpha, const void *A, cudaDataType at, int lda, const void *Bm,
-                            cudaDataType bt, int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
-                            cublasComputeType_t compute, cublasGemmAlgo_t algo) {
-    LOCK;
-    (void)algo;
-    bool ok = ct == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC) &&
-              ((at == CUDA_R_32F && bt == CUDA_R_32F) || (at == CUDA_R_16BF && bt == CUDA_R_16BF));
-    if (!ok) {
-        warn("cublasGemmEx: types A %d B %d C %d compute %d not emulated", at, bt, ct, compute);
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    }
-    if (!host_scalar(alpha) || !host_scalar(beta)) return CUBLAS_STATUS_INVALID_VALUE;
-    return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, Bm, bt, ldb,
-                *(const float *)beta, (float *)C, ldc);
-}

@@ -1,0 +1,40 @@
+/* Internal to the CUDA emulator (README.md): what emu-runtime.cc shares
+ * with emu-cublas.cc. */
+#ifndef MR_EMU_INTERNAL_H
+#define MR_EMU_INTERNAL_H
+
+#include "include/cublas_v2.h"
+
+#include <mutex>
+
+namespace mr_emu {
+
+struct Alloc {
+    char *base;    /* first page */
+    size_t pages;  /* accessible pages; a guard page follows */
+    char *user;    /* what cudaMalloc returned: the end touches the guard */
+    size_t bytes;
+    int id;
+    bool live;
+    int open;      /* kernels and copies using it now */
+};
+
+struct Stats {
+    unsigned long long allocs, alloc_bytes, frees, launches, blocks, copies, copy_bytes, gemms;
+};
+extern Stats g_stats; /* MR_EMU_STATS=1: printed at exit */
+
+std::recursive_mutex &lock(); /* every API call holds it */
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool in_arena(const void *p);
+/* The live allocation holding [p, p + bytes), or NULL with why in words. */
+Alloc *range(const void *p, size_t bytes, char *why, size_t cap);
+void open_alloc(Alloc &a);  /* readable and writable while used */
+void close_alloc(Alloc &a); /* PROT_NONE again when no one uses it */
+bool stream_ok(cudaStream_t s);
+
+} // namespace mr_emu
+
+#define LOCK std::lock_guard<std::recursive_mutex> lk_(mr_emu::lock())
+
+#endif
