@@ -56,25 +56,27 @@ std::recursive_mutex &lock() { return g_lock; }
 cudaError_t g_last = cudaSuccess;
 int g_device = 0;
 
+void vwarn(const char *fmt, va_list ap) {
+    fprintf(stderr, "E cuda-emu: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
+void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(fmt, ap);
+    va_end(ap);
+}
+
+/* A misuse the emulator stops at: the message, then abort. */
 [[noreturn]] void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "E cuda-emu: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vwarn(fmt, ap);
     va_end(ap);
     abort();
-}
-
-void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void warn(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "E cuda-emu: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
 }
 
 int env_int(const char *name, int dflt) {
@@ -765,21 +767,22 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
 cudaError_t cudaMemset(void *p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, 0); }
 
 /* Streams and events: work is done when it is issued, so they only need
- * to exist. */
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+ * to exist (one registry each). */
+template <typename H> static cudaError_t handle_new(std::set<H> &reg, H *h) {
     LOCK;
-    (void)flags;
-    *s = (cudaStream_t)malloc(1);
-    g_streams.insert(*s);
+    *h = (H)malloc(1);
+    reg.insert(*h);
     return cudaSuccess;
 }
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
+template <typename H> static cudaError_t handle_free(std::set<H> &reg, H h) {
     LOCK;
-    if (!s || !g_streams.erase(s)) return fail(cudaErrorInvalidResourceHandle);
-    free(s);
+    if (!h || !reg.erase(h)) return fail(cudaErrorInvalidResourceHandle);
+    free(h);
     return cudaSuccess;
 }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) { return handle_new(g_streams, s); }
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return handle_new(g_streams, s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { return handle_free(g_streams, s); }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
@@ -789,20 +792,9 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     (void)flags;
     return stream_ok(s) && g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
-    LOCK;
-    (void)flags;
-    *e = (cudaEvent_t)malloc(1);
-    g_events.insert(*e);
-    return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    LOCK;
-    if (!e || !g_events.erase(e)) return fail(cudaErrorInvalidResourceHandle);
-    free(e);
-    return cudaSuccess;
-}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) { return handle_new(g_events, e); }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return handle_new(g_events, e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return handle_free(g_events, e); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     LOCK;
     return stream_ok(s) && g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
