@@ -25,6 +25,7 @@
 #include "kernels/cpu/cpu-internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define VL 8 /* lanes per accumulator: one AVX2 register */
@@ -259,7 +260,7 @@ static inline __attribute__((always_inline)) float bf16f(uint16_t h) {
 }
 
 MR_GEMM_CLONES
-void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1) {
+static void gemv_bf16_any(float *y, const float *x, const uint16_t *w, int K, int n0, int n1) {
     enum { NA = 4 };
     int k4 = K / (NA * VL) * (NA * VL), kv = K / VL * VL;
     for (int n = n0; n < n1; n++) {
@@ -277,4 +278,93 @@ void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0
         for (int l = 0; l < VL; l++) t[l] = (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
         y[n] += lane_sum(t);
     }
+}
+
+#if defined(MR_GEMM_X86_CLONES)
+#include <immintrin.h>
+
+/* Eight bf16 weights widened to float32: zero-extend to 32 bits, shift. */
+__attribute__((target("avx2,fma"))) static inline __m256 bf16x8(const uint16_t *p) {
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+
+/* Accumulators a[0..3] of one row over the whole runs of 32 and 8, then
+ * its tail and sums, added into *y. */
+__attribute__((target("avx2,fma"))) static inline void row_finish(float *y, const float *x, const uint16_t *wr,
+                                                                  int K, __m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    int kv = K / 8 * 8;
+    float a[4][VL], t[VL];
+    _mm256_storeu_ps(a[0], a0);
+    _mm256_storeu_ps(a[1], a1);
+    _mm256_storeu_ps(a[2], a2);
+    _mm256_storeu_ps(a[3], a3);
+    for (int k = kv; k < K; k++) a[0][k - kv] = fmaf(x[k], bf16f(wr[k]), a[0][k - kv]);
+    for (int l = 0; l < VL; l++) t[l] = (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+    *y += lane_sum(t);
+}
+
+#define FMA8(acc, xo, wo) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + (xo)), bf16x8(wo), acc)
+
+/* gemv_bf16_any in AVX2 + FMA: the same accumulators, lanes, tail and
+ * order, so the same bits; two rows at a time share the loads of x.  GCC
+ * 12 builds the portable loop's widening as two 4-lane halves (14 GB/s of
+ * weights on the 2-core Xeon; this, 17-18). */
+__attribute__((target("avx2,fma"))) static void gemv_bf16_avx2(float *y, const float *x, const uint16_t *w, int K,
+                                                               int n0, int n1) {
+    int k4 = K / 32 * 32, kv = K / 8 * 8, n = n0;
+    for (; n + 1 < n1; n += 2) {
+        const uint16_t *r0 = w + (size_t)n * K, *r1 = r0 + K;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int k = 0; k < k4; k += 32) {
+            FMA8(a0, k, r0 + k);
+            FMA8(a1, k + 8, r0 + k + 8);
+            FMA8(a2, k + 16, r0 + k + 16);
+            FMA8(a3, k + 24, r0 + k + 24);
+            FMA8(b0, k, r1 + k);
+            FMA8(b1, k + 8, r1 + k + 8);
+            FMA8(b2, k + 16, r1 + k + 16);
+            FMA8(b3, k + 24, r1 + k + 24);
+        }
+        for (int k = k4; k < kv; k += 8) {
+            FMA8(a0, k, r0 + k);
+            FMA8(b0, k, r1 + k);
+        }
+        row_finish(y + n, x, r0, K, a0, a1, a2, a3);
+        row_finish(y + n + 1, x, r1, K, b0, b1, b2, b3);
+    }
+    for (; n < n1; n++) {
+        const uint16_t *r0 = w + (size_t)n * K;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int k = 0; k < k4; k += 32) {
+            FMA8(a0, k, r0 + k);
+            FMA8(a1, k + 8, r0 + k + 8);
+            FMA8(a2, k + 16, r0 + k + 16);
+            FMA8(a3, k + 24, r0 + k + 24);
+        }
+        for (int k = k4; k < kv; k += 8) FMA8(a0, k, r0 + k);
+        row_finish(y + n, x, r0, K, a0, a1, a2, a3);
+    }
+}
+#undef FMA8
+#endif
+
+void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1) {
+#if defined(MR_GEMM_X86_CLONES)
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        __builtin_cpu_init();
+        /* MR_GEMV_PORTABLE=1: the loop below, for benchmarks (read once) */
+        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("MR_GEMV_PORTABLE");
+    }
+    if (avx2) {
+        gemv_bf16_avx2(y, x, w, K, n0, n1);
+        return;
+    }
+#endif
+    gemv_bf16_any(y, x, w, K, n0, n1);
+}
+
+void mr_cpu_gemv_bf16_portable(float *y, const float *x, const uint16_t *w, int K, int n0, int n1) {
+    gemv_bf16_any(y, x, w, K, n0, n1);
 }

@@ -29,6 +29,8 @@ int mr_cpu_gemm_small_ok(void);
 /* y(n0:n1) += x(K) . w(n0:n1,K)^T, w bf16 (all N rows; single-threaded).
  * Needs FMA in hardware as well (mr_cpu_gemm_small_ok). */
 void mr_cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, int K, int n0, int n1);
+/* The same with the portable loop (what runs without AVX2 + FMA), for tests. */
+void mr_cpu_gemv_bf16_portable(float *y, const float *x, const uint16_t *w, int K, int n0, int n1);
 int mr_cpu_gemm_small_max_m(void);
 /* The deterministic mode's product: the same operations for an element
  * whatever M, the row split or the ISA clone (fmaf is exact-rounded; a CPU
