@@ -30,6 +30,15 @@ if(MR_CUDA_EMU)
   add_test(NAME test-gpu-ops-reverse COMMAND test-gpu-ops)
   set_tests_properties(test-emu test-gpu-ops-reverse PROPERTIES LABELS gpu TIMEOUT 300)
   set_tests_properties(test-gpu-ops-reverse PROPERTIES ENVIRONMENT "MR_EMU_ORDER=reverse;MR_EMU_FIBERS=always")
+  # No device allocation in the decode loop (its allocation count, MR_EMU_STATS).
+  foreach(fw llama:fp32 deepseek_v3:bf16)
+    string(REPLACE ":" ";" fw ${fw})
+    list(GET fw 0 fx)
+    list(GET fw 1 wt)
+    add_test(NAME decode-no-alloc-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/emu/decode-no-alloc.sh
+             $<TARGET_FILE:moerun> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${wt})
+    set_tests_properties(decode-no-alloc-${fx} PROPERTIES LABELS gpu TIMEOUT 300)
+  endforeach()
 endif()
 
 # The transformers reference checks (tests.cmake's check-reference) on the
