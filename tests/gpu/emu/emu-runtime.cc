@@ -84,6 +84,24 @@ int env_int(const char *name, int dflt) {
     return v && *v ? atoi(v) : dflt;
 }
 
+bool env_is(const char *name, const char *value) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, value);
+}
+
+/* The environment (file header), read once. */
+struct Config {
+    int devices, sms;
+    size_t poison_bytes;
+    bool fibers_always, reverse;
+};
+const Config &config() {
+    static const Config c = {env_int("MR_EMU_DEVICES", 1), env_int("MR_EMU_SMS", 2),
+                             (size_t)env_int("MR_EMU_POISON_MIB", 32) << 20, env_is("MR_EMU_FIBERS", "always"),
+                             env_is("MR_EMU_ORDER", "reverse")};
+    return c;
+}
+
 /* ---- device memory ------------------------------------------------------ */
 
 
@@ -502,8 +520,8 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
         open_alloc(*a);
     }
     bool first = !g_has_sync.count(key);
-    g_fibers = first || g_has_sync[key] || (getenv("MR_EMU_FIBERS") && !strcmp(getenv("MR_EMU_FIBERS"), "always"));
-    bool reverse = getenv("MR_EMU_ORDER") && !strcmp(getenv("MR_EMU_ORDER"), "reverse");
+    g_fibers = first || g_has_sync[key] || config().fibers_always;
+    bool reverse = config().reverse;
     g_used_sync = false;
     g_kernel = name;
     g_body = body;
@@ -585,7 +603,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     return "unknown error";
 }
 
-static int ndevices() { return env_int("MR_EMU_DEVICES", 1); }
+static int ndevices() { return config().devices; }
 
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = ndevices();
@@ -606,7 +624,7 @@ cudaError_t cudaGetDevice(int *device) {
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
     if (device < 0 || device >= ndevices()) return fail(cudaErrorInvalidDevice);
     if (attr != cudaDevAttrMultiProcessorCount) return fail(cudaErrorInvalidValue);
-    *value = env_int("MR_EMU_SMS", 2);
+    *value = config().sms;
     return cudaSuccess;
 }
 
@@ -620,7 +638,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
     p->maxThreadsPerBlock = 1024;
     p->major = 9;
     p->minor = 0;
-    p->multiProcessorCount = env_int("MR_EMU_SMS", 2);
+    p->multiProcessorCount = config().sms;
     p->pciBusID = 0xe0 + device;
     return cudaSuccess;
 }
@@ -666,7 +684,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     /* Poison the first MR_EMU_POISON_MIB (32) MiB: all of most buffers, the
      * first slots of a KV cache; the rest stays untouched (zero pages),
      * not gigabytes of page faults for a cache sized for a whole batch. */
-    size_t cap = (size_t)env_int("MR_EMU_POISON_MIB", 32) << 20;
+    size_t cap = config().poison_bytes;
     size_t poison = a.user + bytes - a.base < cap ? (size_t)(a.user + bytes - a.base) : cap;
     set_prot(a, PROT_READ | PROT_WRITE);
     memset(a.base, 0xff, poison);
