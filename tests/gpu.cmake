@@ -27,6 +27,24 @@ if(MR_CUDA_EMU)
   mr_emu_target(test-emu)
   target_link_libraries(test-emu PRIVATE mr_kernels_cuda)
   add_test(NAME test-emu COMMAND test-emu)
+  # its NCCL (emu-nccl.cc) on its own: results, refusals, and two misuses
+  # that must abort every rank with a message
+  add_executable(test-emu-nccl ${CMAKE_CURRENT_SOURCE_DIR}/gpu/emu/test-emu-nccl.c
+                 ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
+  mr_target_defaults(test-emu-nccl)
+  target_include_directories(test-emu-nccl BEFORE PRIVATE ${MR_EMU_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+  target_link_libraries(test-emu-nccl PRIVATE mr_nccl_emu)
+  set(mr_mpirun env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe
+      --bind-to none)
+  add_test(NAME test-emu-nccl COMMAND ${mr_mpirun} -np 3 $<TARGET_FILE:test-emu-nccl>)
+  add_test(NAME test-emu-nccl-mismatch COMMAND ${mr_mpirun} -np 2 $<TARGET_FILE:test-emu-nccl> mismatch)
+  add_test(NAME test-emu-nccl-recv-size COMMAND ${mr_mpirun} -np 2 $<TARGET_FILE:test-emu-nccl> recv-size)
+  set_tests_properties(test-emu-nccl test-emu-nccl-mismatch test-emu-nccl-recv-size PROPERTIES LABELS gpu
+                       TIMEOUT 150 RUN_SERIAL TRUE)
+  set_tests_properties(test-emu-nccl-mismatch PROPERTIES PASS_REGULAR_EXPRESSION
+                       "collective #[0-9]+ of communicator rank 0: ncclAllReduce\\(count 10.*rank 1 calls kind 1 \\(count 11")
+  set_tests_properties(test-emu-nccl-recv-size PROPERTIES PASS_REGULAR_EXPRESSION
+                       "ncclRecv of 8 bytes from rank 0 got a longer send")
   add_test(NAME test-gpu-ops-reverse COMMAND test-gpu-ops)
   set_tests_properties(test-emu test-gpu-ops-reverse PROPERTIES LABELS gpu TIMEOUT 300)
   set_tests_properties(test-gpu-ops-reverse PROPERTIES ENVIRONMENT "MR_EMU_ORDER=reverse;MR_EMU_FIBERS=always")
@@ -70,7 +88,12 @@ if(TARGET mr_comm_nccl)
                  ${CMAKE_CURRENT_SOURCE_DIR}/unit/harness.c)
   mr_target_defaults(test-nccl-comm)
   target_include_directories(test-nccl-comm PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit)
-  target_link_libraries(test-nccl-comm PRIVATE mr_comm_nccl mr_runtime CUDA::cudart ${MATH_LIB})
+  if(MR_CUDA_EMU)
+    target_include_directories(test-nccl-comm BEFORE PRIVATE ${MR_EMU_DIR}/include)
+    target_link_libraries(test-nccl-comm PRIVATE mr_comm_nccl mr_runtime ${MATH_LIB})
+  else()
+    target_link_libraries(test-nccl-comm PRIVATE mr_comm_nccl mr_runtime CUDA::cudart ${MATH_LIB})
+  endif()
   # np 1: every op on a NCCL communicator of one rank (what a one-GPU
   # machine can run); np 2: the real exchange, or on one GPU the refusal.
   foreach(np 1 2)
@@ -78,6 +101,17 @@ if(TARGET mr_comm_nccl)
              mpirun --oversubscribe --bind-to none -np ${np} $<TARGET_FILE:test-nccl-comm>)
     set_tests_properties(nccl-comm-np${np} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 150 RUN_SERIAL TRUE)
   endforeach()
+  # On the emulator (NCCL over MPI, emu-nccl.cc) each process has its own
+  # devices: with MR_EMU_DEVICES=4 ranks get a GPU each and the exchange
+  # runs (np 2 and 4, sub-groups of 2); np2 above, one device, is the refusal.
+  if(MR_CUDA_EMU)
+    foreach(np 2 4)
+      add_test(NAME nccl-comm-emu-np${np} COMMAND env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+               MR_EMU_DEVICES=4 timeout 240 mpirun --oversubscribe --bind-to none -np ${np}
+               $<TARGET_FILE:test-nccl-comm>)
+      set_tests_properties(nccl-comm-emu-np${np} PROPERTIES LABELS gpu TIMEOUT 300 RUN_SERIAL TRUE)
+    endforeach()
+  endif()
 endif()
 
 # Plans on the one GPU of the machine (MR_DEVICE=cuda): several ranks share
@@ -123,6 +157,30 @@ foreach(fx llama deepseek_v3)
   set_tests_properties(plans-gpu-det-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900 RUN_SERIAL TRUE
                        ENVIRONMENT "${MR_GPU_DET_ENV}")
 endforeach()
+
+# On the emulator, the same plans with a GPU per rank (MR_EMU_DEVICES=4):
+# the tensor and expert groups are NCCL communicators (emu-nccl.cc), which
+# every plan run's log must say; fp32 within 1e-4, and deterministic bf16
+# with the one-rank run's bits.  (A real machine with one GPU cannot run
+# these; with several, plans-gpu-* above take NCCL by themselves.)
+if(MR_CUDA_EMU)
+  set(MR_GPU_NCCL_ENV MR_EMU_DEVICES=4 MR_CUDA_EMU=1 "MR_PLANS_LOG_EXPECT=group: communicator nccl")
+  foreach(fx llama deepseek_v3)
+    set(plans tensor=2 tensor=2,pipeline=2 data=2,tensor=2)
+    if(fx STREQUAL "deepseek_v3")
+      set(plans tensor=2 data=2,expert=2 tensor=2,expert=2 tensor=2,pipeline=2,expert=2)
+    endif()
+    add_test(NAME plans-gpu-nccl-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh
+             $<TARGET_FILE:moerun> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx} ${plans})
+    set_tests_properties(plans-gpu-nccl-${fx} PROPERTIES LABELS gpu TIMEOUT 900 RUN_SERIAL TRUE
+                         ENVIRONMENT "MR_DEVICE=cuda;MR_WEIGHTS=fp32;${MR_GPU_NCCL_ENV}")
+  endforeach()
+  add_test(NAME plans-gpu-det-nccl-deepseek_v3 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh
+           $<TARGET_FILE:moerun> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/deepseek_v3 tensor=2 tensor=2,expert=2
+           data=2,tensor=2)
+  set_tests_properties(plans-gpu-det-nccl-deepseek_v3 PROPERTIES LABELS gpu TIMEOUT 900 RUN_SERIAL TRUE
+                       ENVIRONMENT "${MR_GPU_DET_ENV};${MR_GPU_NCCL_ENV}")
+endif()
 
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA
 # backend: the CPU backend's output file byte for byte, fp32 weights, greedy.

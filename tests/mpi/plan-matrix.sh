@@ -5,7 +5,8 @@
 # Each plan runs under `mpirun -np N --oversubscribe` with a timeout.
 # MR_PLANS_LOGIT_TOL: the logits' tolerance (default 1e-4; "bits": the same
 # bits); MR_PLANS_ARGS: more options for the plan runs only (another batch
-# size, thread count).
+# size, thread count); MR_PLANS_LOG_EXPECT: an extended regex every plan
+# run's log must match (the plan runs then log at the default level).
 set -u
 moerun=$1 fixture=$2
 compare=$(dirname "$moerun")/../tests/compare-logits
@@ -18,9 +19,11 @@ trap 'rm -rf "$tmp"' EXIT
 # 12 requests of different lengths: greedy, and sampled with their own seeds.
 "$(dirname "${BASH_SOURCE[0]}")/plan-requests.sh" > "$tmp/in.jsonl"
 
-common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --quiet --overwrite)
+common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --overwrite)
+quiet=--quiet expect=${MR_PLANS_LOG_EXPECT:-}
+[ -n "$expect" ] && quiet=
 mkdir -p "$tmp/l1"
-if ! MR_DUMP_LOGITS="$tmp/l1" timeout 60 "$moerun" generate "${common[@]}" --output "$tmp/one.jsonl"; then
+if ! MR_DUMP_LOGITS="$tmp/l1" timeout 60 "$moerun" generate "${common[@]}" --quiet --output "$tmp/one.jsonl"; then
   echo "FAIL: one-rank run"; echo "0 passed, 1 failed"; exit 1
 fi
 pass=0 fail=0
@@ -35,8 +38,9 @@ for plan in "$@"; do
   out="$tmp/out-$np.jsonl"
   rm -rf "$tmp/ln" && mkdir -p "$tmp/ln"
   if timeout 120 mpirun -np "$np" --bind-to none -x MR_DUMP_LOGITS="$tmp/ln" "$moerun" generate "${common[@]}" \
-       "${args[@]}" ${MR_PLANS_ARGS:-} --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
-     "$compare" "$vocab" "${MR_PLANS_LOGIT_TOL:-1e-4}" "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1; then
+       $quiet "${args[@]}" ${MR_PLANS_ARGS:-} --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
+     "$compare" "$vocab" "${MR_PLANS_LOGIT_TOL:-1e-4}" "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1 &&
+     { [ -z "$expect" ] || grep -Eq "$expect" "$tmp/log" || { echo "log lacks /$expect/" > "$tmp/cmp"; false; }; }; then
     echo "ok   $plan ($np ranks): same tokens; $(cat "$tmp/cmp")"; pass=$((pass + 1))
   else
     echo "FAIL $plan ($np ranks)"; fail=$((fail + 1))
