@@ -93,6 +93,13 @@ void mr_cuda_compress(mr_backend *b, void *stream, int mode, int block, const fl
                       size_t n, void *out);
 void mr_cuda_decompress_add(mr_backend *b, void *stream, int mode, int block,
                             const void *in, size_t n, float *acc);
+/* The same writing out(n) (mr_decompress()'s bits). */
+void mr_cuda_decompress(mr_backend *b, void *stream, int mode, int block, const void *in,
+                        size_t n, float *out);
+/* y(n) += x(n) on `stream` (NULL: the backend's), the add op's bits: for
+ * work queued on another stream than the backend's (the all-reduce
+ * engine's, runtime/allreduce-cuda.c). */
+void mr_cuda_add_on(mr_backend *b, void *stream, float *y, const float *x, size_t n);
 
 #ifdef __cplusplus
 }

@@ -151,10 +151,10 @@ static __global__ void block_pack_kernel(int mode, int B, const float *x, size_t
     }
 }
 
-/* ---- decompression (add) ------------------------------------------------ */
+/* ---- decompression (add, or write when !add) ---------------------------- */
 
 static __global__ void unpack_add_kernel(int mode, int B, const unsigned char *in, size_t n,
-                                         float *acc) {
+                                         float *acc, int add) {
     size_t bb = block_bytes(mode, (size_t)B);
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -175,7 +175,7 @@ static __global__ void unpack_add_kernel(int mode, int B, const unsigned char *i
             else
                 v = __fmul_rn(f16_to_f32((uint16_t)(p[4 + 2 * j] | p[5 + 2 * j] << 8)), scale);
         }
-        acc[i] = __fadd_rn(acc[i], v);
+        acc[i] = add ? __fadd_rn(acc[i], v) : v;
     }
 }
 
@@ -209,12 +209,22 @@ void mr_cuda_compress(mr_backend *b, void *stream, int mode, int block, const fl
     CUDA_CHECK(c, cudaGetLastError());
 }
 
-void mr_cuda_decompress_add(mr_backend *b, void *stream, int mode, int block, const void *in,
-                            size_t n, float *acc) {
+static void unpack(mr_backend *b, void *stream, int mode, int block, const void *in, size_t n,
+                   float *out, int add) {
     mr_cuda_ctx *c = mr_cuda_ctx_of(b);
     cudaStream_t s = stream ? (cudaStream_t)stream : c->stream;
-    if (check_args(c, "decompress_add", mode, block) || !n) return;
+    if (check_args(c, add ? "decompress_add" : "decompress", mode, block) || !n) return;
     unpack_add_kernel<<<mr_cuda_grid(c, n, CMP_THREADS), CMP_THREADS, 0, s>>>(
-        mode, block, (const unsigned char *)in, n, acc);
+        mode, block, (const unsigned char *)in, n, out, add);
     CUDA_CHECK(c, cudaGetLastError());
+}
+
+void mr_cuda_decompress_add(mr_backend *b, void *stream, int mode, int block, const void *in,
+                            size_t n, float *acc) {
+    unpack(b, stream, mode, block, in, n, acc, 1);
+}
+
+void mr_cuda_decompress(mr_backend *b, void *stream, int mode, int block, const void *in,
+                        size_t n, float *out) {
+    unpack(b, stream, mode, block, in, n, out, 0);
 }

@@ -68,12 +68,15 @@ static __global__ void add_kernel(float *y, const float *x, size_t n) {
         y[i] += x[i];
 }
 
-void mr_cuda_add(mr_backend *b, float *y, const float *x, size_t n) {
+void mr_cuda_add_on(mr_backend *b, void *stream, float *y, const float *x, size_t n) {
     mr_cuda_ctx *c = mr_cuda_ctx_of(b);
+    cudaStream_t s = stream ? (cudaStream_t)stream : c->stream;
     if (!n) return;
-    add_kernel<<<mr_cuda_grid(c, n, MR_CUDA_THREADS), MR_CUDA_THREADS, 0, c->stream>>>(y, x, n);
+    add_kernel<<<mr_cuda_grid(c, n, MR_CUDA_THREADS), MR_CUDA_THREADS, 0, s>>>(y, x, n);
     CUDA_CHECK(c, cudaGetLastError());
 }
+
+void mr_cuda_add(mr_backend *b, float *y, const float *x, size_t n) { mr_cuda_add_on(b, NULL, y, x, n); }
 
 static __global__ void scale_kernel(float *y, float s, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;

@@ -690,7 +690,7 @@ static void fill_codec(float *x, size_t n, int block) {
         for (size_t i = 0; i < k; i++) {
             switch (bi % 7) {
             case 0: xb[i] = frand(-1, 1); break;
-            case 1: xb[i] = 0.0f; break;
+            case 1: xb[i] = (i & 1) ? -0.0f : 0.0f; break; /* signed zeros: decompress keeps the sign */
             case 2: xb[i] = frand(-1, 1) * 1e-38f; break;
             case 3: xb[i] = frand(-1, 1) * 1e30f; break;
             case 4: xb[i] = i == 0 ? 127.0f : (float)(irand(254) - 127) + 0.5f; break;
@@ -708,7 +708,7 @@ static void test_codecs(void) {
     for (int mode = 0; mode < MR_COMPRESSION_COUNT; mode++)
         for (int bi = 0; bi < 3; bi++) {
             int block = blocks[bi];
-            size_t bad_c = 0, bad_d = 0, total = 0;
+            size_t bad_c = 0, bad_d = 0, bad_w = 0, total = 0;
             for (int si = 0; si < 4; si++) {
                 size_t n = sizes[si], nb = mr_compress_bytes((mr_compression)mode, n, block);
                 float *x = falloc(n), *acc = falloc(n), *ac = falloc(n), *ag = falloc(n);
@@ -729,6 +729,10 @@ static void test_codecs(void) {
                 mr_cuda_decompress_add(&G, NULL, mode, block, dp, n, dacc);
                 gget(ag, dacc, n * 4);
                 for (size_t i = 0; i < n; i++) bad_d += memcmp(&ac[i], &ag[i], 4) != 0;
+                mr_decompress((mr_compression)mode, block, pc, n, ac); /* and writing, not adding */
+                mr_cuda_decompress(&G, NULL, mode, block, dp, n, dacc);
+                gget(ag, dacc, n * 4);
+                for (size_t i = 0; i < n; i++) bad_w += memcmp(&ac[i], &ag[i], 4) != 0;
                 total += nb;
                 gfree_all();
                 free(x), free(acc), free(ac), free(ag), free(pc), free(pg);
@@ -740,6 +744,8 @@ static void test_codecs(void) {
             CHECK(bad_c == 0, "compress %s: %zu bytes differ from the CPU codec", shape, bad_c);
             row("decompress_add bits", shape, (double)bad_d, 0.0, bad_d == 0);
             CHECK(bad_d == 0, "decompress_add %s: %zu floats differ from the CPU", shape, bad_d);
+            row("decompress bits", shape, (double)bad_w, 0.0, bad_w == 0);
+            CHECK(bad_w == 0, "decompress %s: %zu floats differ from the CPU", shape, bad_w);
         }
 }
 
