@@ -38,30 +38,27 @@ mr_status ar_hier(mr_allreduce *ar, mr_compression comp, const float *in, float 
         rd[j] = (int)((size_t)j * len_l * sizeof(float));
     }
     /* tmp: the q received copies of shard l, reduced into its first row */
-    MR_CHECK(ar_reserve(&ar->tmp, (size_t)q * (max_len > len_l ? max_len : len_l) * sizeof(float)));
+    MR_CHECK(ar_reserve(ar, &ar->tmp, (size_t)q * (max_len > len_l ? max_len : len_l) * sizeof(float)));
     float *part = ar->tmp.p;
     if (q > 1) MR_CHECK(node->ops->alltoallv(node, in, sc, sd, part, rc, rd, 1));
-    else memcpy(part, in, n * sizeof(float));
-    for (int j = 1; j < q; j++) {
-        const float *f = part + (size_t)j * len_l;
-        for (size_t i = 0; i < len_l; i++) part[i] += f[i];
-    }
+    else ar_copy(ar, part, in, n * sizeof(float));
+    for (int j = 1; j < q; j++) ar_add(ar, part, part + (size_t)j * len_l, len_l);
 
     /* across nodes (uses send, recv, acc -- not tmp) */
     MR_CHECK(ar_two_shot(ar, ar->cross, comp, part, part, len_l));
     if (q == 1) {
-        memcpy(out, part, n * sizeof(float));
+        ar_copy(ar, out, part, n * sizeof(float));
         return MR_OK;
     }
 
     /* all-gather inside the node, padded to the longest shard */
-    if (max_len > len_l) memset(part + len_l, 0, (max_len - len_l) * sizeof(float));
-    MR_CHECK(ar_reserve(&ar->recv, (size_t)q * max_len * sizeof(float)));
+    if (max_len > len_l) ar_zero(ar, part + len_l, (max_len - len_l) * sizeof(float));
+    MR_CHECK(ar_reserve(ar, &ar->recv, (size_t)q * max_len * sizeof(float)));
     MR_CHECK(node->ops->allgather(node, part, ar->recv.p, max_len * sizeof(float)));
     const float *g = ar->recv.p;
     for (int j = 0; j < q; j++) {
         size_t b = ar_shard_begin(n, q, j, unit), e = ar_shard_begin(n, q, j + 1, unit);
-        memcpy(out + b, g + (size_t)j * max_len, (e - b) * sizeof(float));
+        ar_copy(ar, out + b, g + (size_t)j * max_len, (e - b) * sizeof(float));
     }
     return MR_OK;
 }

@@ -20,6 +20,8 @@ typedef struct ar_buf {
 
 struct mr_allreduce {
     mr_comm *group;
+    int own_group;
+    mr_allreduce_local L;      /* buffers and local work: host or a device */
     mr_allreduce_opts o;
     size_t chunk;              /* values per chunk, a multiple of the block */
     /* hierarchical: this rank's node and its peers of the same local rank */
@@ -41,8 +43,28 @@ static inline size_t ar_shard_begin(size_t n, int p, int j, size_t unit) {
     return b * unit < n ? b * unit : n;
 }
 
-/* Make `b` at least `bytes` long (contents lost). */
-mr_status ar_reserve(ar_buf *b, size_t bytes);
+/* Make `b` at least `bytes` long (contents lost), in the engine's memory. */
+mr_status ar_reserve(mr_allreduce *ar, ar_buf *b, size_t bytes);
+
+/* The local work, on host or device memory as the engine's L says. */
+static inline void ar_copy(mr_allreduce *ar, void *dst, const void *src, size_t bytes) {
+    if (bytes && dst != src) ar->L.copy(ar->L.ctx, dst, src, bytes);
+}
+static inline void ar_zero(mr_allreduce *ar, void *dst, size_t bytes) {
+    if (bytes) ar->L.zero(ar->L.ctx, dst, bytes);
+}
+static inline void ar_add(mr_allreduce *ar, float *acc, const float *x, size_t n) {
+    if (n) ar->L.add(ar->L.ctx, acc, x, n);
+}
+static inline void ar_compress(mr_allreduce *ar, mr_compression c, const float *x, size_t n, void *out) {
+    if (n) ar->L.compress(ar->L.ctx, c, ar->o.block, x, n, out);
+}
+static inline void ar_decompress(mr_allreduce *ar, mr_compression c, const void *in, size_t n, float *out) {
+    if (n) ar->L.decompress(ar->L.ctx, c, ar->o.block, in, n, out);
+}
+static inline void ar_decompress_add(mr_allreduce *ar, mr_compression c, const void *in, size_t n, float *acc) {
+    if (n) ar->L.decompress_add(ar->L.ctx, c, ar->o.block, in, n, acc);
+}
 
 /* The compression unit: the block for compressed modes, 1 value for none. */
 static inline size_t ar_unit(const mr_allreduce *ar, mr_compression c) {

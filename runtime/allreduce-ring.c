@@ -30,13 +30,13 @@ static inline int mod(int a, int p) { return ((a % p) + p) % p; }
 
 static mr_status ring_exact(mr_allreduce *ar, mr_comm *c, const float *in, float *out, size_t n) {
     int p = c->size, me = c->rank, next = mod(me + 1, p), prev = mod(me - 1, p);
-    if (out != in) memcpy(out, in, n * sizeof(float));
+    ar_copy(ar, out, in, n * sizeof(float));
     size_t max_len = 0;
     for (int j = 0; j < p; j++) {
         size_t len = ar_shard_begin(n, p, j + 1, 1) - ar_shard_begin(n, p, j, 1);
         if (len > max_len) max_len = len;
     }
-    MR_CHECK(ar_reserve(&ar->tmp, max_len * sizeof(float)));
+    MR_CHECK(ar_reserve(ar, &ar->tmp, max_len * sizeof(float)));
     float *tmp = ar->tmp.p;
     for (int s = 0; s < p - 1; s++) {
         int sj = mod(me - 1 - s, p), rj = mod(me - 2 - s, p);
@@ -44,8 +44,7 @@ static mr_status ring_exact(mr_allreduce *ar, mr_comm *c, const float *in, float
         size_t rb = ar_shard_begin(n, p, rj, 1), re = ar_shard_begin(n, p, rj + 1, 1);
         MR_CHECK(c->ops->sendrecv(c, out + sb, (se - sb) * sizeof(float), next, tmp, (re - rb) * sizeof(float), prev,
                                   MR_AR_TAG));
-        float *o = out + rb;
-        for (size_t i = 0; i < re - rb; i++) o[i] = tmp[i] + o[i];
+        ar_add(ar, out + rb, tmp, re - rb);
     }
     for (int s = 0; s < p - 1; s++) {
         int sj = mod(me - s, p), rj = mod(me - 1 - s, p);
@@ -70,11 +69,11 @@ static mr_status ring_packed(mr_allreduce *ar, mr_comm *c, mr_compression comp, 
         off[j] = (int)total;
         total += (size_t)cb[j];
     }
-    MR_CHECK(ar_reserve(&ar->send, total));
-    MR_CHECK(ar_reserve(&ar->recv, total));
-    MR_CHECK(ar_reserve(&ar->tmp, total));
+    MR_CHECK(ar_reserve(ar, &ar->send, total));
+    MR_CHECK(ar_reserve(ar, &ar->recv, total));
+    MR_CHECK(ar_reserve(ar, &ar->tmp, total));
     size_t b_me = ar_shard_begin(n, p, me, unit), len_me = ar_shard_begin(n, p, me + 1, unit) - b_me;
-    MR_CHECK(ar_reserve(&ar->acc, len_me * sizeof(float)));
+    MR_CHECK(ar_reserve(ar, &ar->acc, len_me * sizeof(float)));
 
     /* own shards packed nearest destination first */
     char *cur = ar->send.p;
@@ -82,11 +81,11 @@ static mr_status ring_packed(mr_allreduce *ar, mr_comm *c, mr_compression comp, 
     for (int d = 1; d < p; d++) {
         int j = mod(me + d, p);
         size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
-        mr_compress(comp, B, in + b, e - b, cur + cur_bytes);
+        ar_compress(ar, comp, in + b, e - b, cur + cur_bytes);
         cur_bytes += (size_t)cb[j];
     }
     float *acc = ar->acc.p;
-    memcpy(acc, in + b_me, len_me * sizeof(float));
+    ar_copy(ar, acc, in + b_me, len_me * sizeof(float));
 
     /* reduce-scatter: at step s the bundle received comes from origin
      * me-1-s and holds its shards for me, me+1, ..., origin-1 */
@@ -96,14 +95,14 @@ static mr_status ring_packed(mr_allreduce *ar, mr_comm *c, mr_compression comp, 
         for (int d = 0; d <= p - 2 - s; d++) in_bytes += (size_t)cb[mod(me + d, p)];
         char *r = rbuf[s & 1];
         MR_CHECK(c->ops->sendrecv(c, cur, cur_bytes, next, r, in_bytes, prev, MR_AR_TAG));
-        mr_decompress_add(comp, B, r, len_me, acc);
+        ar_decompress_add(ar, comp, r, len_me, acc);
         cur = r + cb[me];
         cur_bytes = in_bytes - (size_t)cb[me];
     }
 
     /* all-gather of the packed results, in shard order in ar->send */
     char *all = ar->send.p;
-    mr_compress(comp, B, acc, len_me, all + off[me]);
+    ar_compress(ar, comp, acc, len_me, all + off[me]);
     for (int s = 0; s < p - 1; s++) {
         int sj = mod(me - s, p), rj = mod(me - 1 - s, p);
         MR_CHECK(c->ops->sendrecv(c, all + off[sj], (size_t)cb[sj], next, all + off[rj], (size_t)cb[rj], prev,
@@ -111,14 +110,14 @@ static mr_status ring_packed(mr_allreduce *ar, mr_comm *c, mr_compression comp, 
     }
     for (int j = 0; j < p; j++) {
         size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
-        mr_decompress(comp, B, all + off[j], e - b, out + b);
+        ar_decompress(ar, comp, all + off[j], e - b, out + b);
     }
     return MR_OK;
 }
 
 mr_status ar_ring(mr_allreduce *ar, mr_comm *c, mr_compression comp, const float *in, float *out, size_t n) {
     if (c->size == 1) {
-        if (out != in) memmove(out, in, n * sizeof(float));
+        ar_copy(ar, out, in, n * sizeof(float));
         return MR_OK;
     }
     return comp == MR_COMPRESS_NONE ? ring_exact(ar, c, in, out, n) : ring_packed(ar, c, comp, in, out, n);

@@ -24,7 +24,7 @@
 mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const float *in, float *out, size_t n) {
     int p = c->size, me = c->rank;
     if (p == 1) {
-        if (out != in) memmove(out, in, n * sizeof(float));
+        ar_copy(ar, out, in, n * sizeof(float));
         return MR_OK;
     }
     size_t unit = ar_unit(ar, comp);
@@ -40,9 +40,9 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
         total += (size_t)sc[j];
     }
     size_t my_bytes = mr_compress_bytes(comp, len_me, B), max_bytes = mr_compress_bytes(comp, max_len, B);
-    MR_CHECK(ar_reserve(&ar->send, total));
-    MR_CHECK(ar_reserve(&ar->recv, (size_t)p * max_bytes));
-    MR_CHECK(ar_reserve(&ar->acc, max_len * sizeof(float) > max_bytes ? max_len * sizeof(float) : max_bytes));
+    MR_CHECK(ar_reserve(ar, &ar->send, total));
+    MR_CHECK(ar_reserve(ar, &ar->recv, (size_t)p * max_bytes));
+    MR_CHECK(ar_reserve(ar, &ar->acc, max_len * sizeof(float) > max_bytes ? max_len * sizeof(float) : max_bytes));
 
     /* 1-2: pack every shard (own one too for none: the sum runs in rank
      * order through the received copies) and exchange */
@@ -51,7 +51,7 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
         char *s = ar->send.p;
         for (int j = 0; j < p; j++) {
             size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
-            if (j != me) mr_compress(comp, B, in + b, e - b, s + sd[j]);
+            if (j != me) ar_compress(ar, comp, in + b, e - b, s + sd[j]);
         }
         sc[me] = 0;
         sendp = s;
@@ -69,13 +69,12 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
         const void *src = r + rd[j];
         if (comp == MR_COMPRESS_NONE || j == me) {
             const float *f = comp == MR_COMPRESS_NONE ? src : in + b_me;
-            if (j == 0) memcpy(acc, f, len_me * sizeof(float));
-            else
-                for (size_t i = 0; i < len_me; i++) acc[i] += f[i];
+            if (j == 0) ar_copy(ar, acc, f, len_me * sizeof(float));
+            else ar_add(ar, acc, f, len_me);
         } else if (j == 0) {
-            mr_decompress(comp, B, src, len_me, acc);
+            ar_decompress(ar, comp, src, len_me, acc);
         } else {
-            mr_decompress_add(comp, B, src, len_me, acc);
+            ar_decompress_add(ar, comp, src, len_me, acc);
         }
     }
 
@@ -84,7 +83,7 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
      * no padding); every rank -- the owner too -- decodes every shard, so
      * all hold the same bits */
     char *mine = ar->send.p;
-    mr_compress(comp, B, acc, len_me, mine);
+    ar_compress(ar, comp, acc, len_me, mine);
     size_t off = 0;
     for (int j = 0; j < p; j++) {
         size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
@@ -94,11 +93,11 @@ mr_status ar_two_shot(mr_allreduce *ar, mr_comm *c, mr_compression comp, const f
         rd[j] = (int)off;
         off += (size_t)rc[j];
     }
-    MR_CHECK(ar_reserve(&ar->recv, off));
+    MR_CHECK(ar_reserve(ar, &ar->recv, off));
     MR_CHECK(c->ops->alltoallv(c, mine, sc, sd, ar->recv.p, rc, rd, 1));
     for (int j = 0; j < p; j++) {
         size_t b = ar_shard_begin(n, p, j, unit), e = ar_shard_begin(n, p, j + 1, unit);
-        mr_decompress(comp, B, (const char *)ar->recv.p + rd[j], e - b, out + b);
+        ar_decompress(ar, comp, (const char *)ar->recv.p + rd[j], e - b, out + b);
     }
     return MR_OK;
 }

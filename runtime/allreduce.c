@@ -82,14 +82,46 @@ mr_status mr_allreduce_opts_check(const mr_allreduce_opts *o) {
     return MR_OK;
 }
 
-mr_status ar_reserve(ar_buf *b, size_t bytes) {
+mr_status ar_reserve(mr_allreduce *ar, ar_buf *b, size_t bytes) {
     if (bytes <= b->cap) return MR_OK;
-    void *p = realloc(b->p, bytes);
-    if (!p) return mr_error(MR_ERR_NOMEM, "all-reduce: out of memory for %zu bytes of scratch", bytes);
-    b->p = p;
+    if (b->p) ar->L.free(ar->L.ctx, b->p);
+    b->cap = 0;
+    b->p = ar->L.alloc(ar->L.ctx, bytes);
+    if (!b->p) return mr_error(MR_ERR_NOMEM, "all-reduce: out of memory for %zu bytes of scratch", bytes);
     b->cap = bytes;
     return MR_OK;
 }
+
+/* The host's local work: plain memory, loops and runtime/compress.c. */
+static void *h_alloc(void *ctx, size_t bytes) { return malloc(bytes); }
+static void h_free(void *ctx, void *p) { free(p); }
+static void h_copy(void *ctx, void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
+static void h_zero(void *ctx, void *dst, size_t bytes) { memset(dst, 0, bytes); }
+static void h_add(void *ctx, float *acc, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) acc[i] += x[i];
+}
+static void h_compress(void *ctx, mr_compression c, int block, const float *x, size_t n, void *out) {
+    mr_compress(c, block, x, n, out);
+}
+static void h_decompress(void *ctx, mr_compression c, int block, const void *in, size_t n, float *out) {
+    mr_decompress(c, block, in, n, out);
+}
+static void h_decompress_add(void *ctx, mr_compression c, int block, const void *in, size_t n, float *acc) {
+    mr_decompress_add(c, block, in, n, acc);
+}
+static mr_status h_fence(void *ctx) { return MR_OK; }
+
+static const mr_allreduce_local host_local = {
+    .alloc = h_alloc,
+    .free = h_free,
+    .copy = h_copy,
+    .zero = h_zero,
+    .add = h_add,
+    .compress = h_compress,
+    .decompress = h_decompress,
+    .decompress_add = h_decompress_add,
+    .fence = h_fence,
+};
 
 /* Node sub-groups: consecutive runs of node_size ranks, or what the
  * communicator says shares a node.  Hierarchical needs the same number of
@@ -116,29 +148,49 @@ typedef struct ar_job {
     size_t n;
 } ar_job;
 
+static mr_status run_chunks(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
+                            float *out, size_t n);
+
+/* On the progress thread: the caller made the buffer ready (the overlap
+ * syncs each GEMM chunk before it starts the reduction), so no begin. */
 static mr_status run_job(void *ctx, void *job) {
     ar_job *j = job;
-    return mr_allreduce_run(ctx, j->buf, j->buf, j->n);
+    mr_allreduce *ar = ctx;
+    return run_chunks(ar, ar->o.algorithm, ar->o.compression, j->buf, j->buf, j->n);
 }
 
 mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_allreduce **out) {
-    MR_CHECK(mr_allreduce_opts_check(o));
+    return mr_allreduce_create_local(group, 0, o, &host_local, out);
+}
+
+mr_status mr_allreduce_create_local(mr_comm *group, int own_group, const mr_allreduce_opts *o,
+                                    const mr_allreduce_local *local, mr_allreduce **out) {
+    *out = NULL;
     mr_allreduce *ar = calloc(1, sizeof *ar);
-    if (!ar) return mr_error(MR_ERR_NOMEM, "out of memory");
+    mr_status st = ar ? mr_allreduce_opts_check(o) : mr_error(MR_ERR_NOMEM, "out of memory");
+    if (!ar) {
+        if (local->destroy) local->destroy(local->ctx);
+        if (own_group) mr_comm_destroy(group);
+        return st;
+    }
     ar->group = group;
+    ar->own_group = own_group;
+    ar->L = *local;
     ar->o = *o;
     size_t chunk = (size_t)o->chunk_kib * 256;
     chunk -= chunk % (size_t)o->block;
     ar->chunk = chunk ? chunk : (size_t)o->block;
-    ar->counts = calloc(4 * (size_t)group->size, sizeof(int));
-    mr_status st = ar->counts ? MR_OK : mr_error(MR_ERR_NOMEM, "out of memory");
+    if (st == MR_OK) {
+        ar->counts = calloc(4 * (size_t)group->size, sizeof(int));
+        if (!ar->counts) st = mr_error(MR_ERR_NOMEM, "out of memory");
+    }
     if (st == MR_OK && group->size > 1) st = make_nodes(ar);
     /* scratch for a whole chunk now, so the decode loop never allocates */
     size_t big = ar->chunk * 4 + (size_t)group->size * (MR_COMPRESS_BLOCK_MAX * 4 + 64);
-    if (st == MR_OK) st = ar_reserve(&ar->send, big);
-    if (st == MR_OK) st = ar_reserve(&ar->recv, big);
-    if (st == MR_OK) st = ar_reserve(&ar->tmp, big);
-    if (st == MR_OK) st = ar_reserve(&ar->acc, big);
+    if (st == MR_OK) st = ar_reserve(ar, &ar->send, big);
+    if (st == MR_OK) st = ar_reserve(ar, &ar->recv, big);
+    if (st == MR_OK) st = ar_reserve(ar, &ar->tmp, big);
+    if (st == MR_OK) st = ar_reserve(ar, &ar->acc, big);
     ar->overlap_ok = o->overlap && group->size > 1 && group->thread_serialized;
     if (st == MR_OK && ar->overlap_ok) {
         /* while a reduction runs there, the group's (and node sub-groups')
@@ -159,10 +211,11 @@ void mr_allreduce_destroy(mr_allreduce *ar) {
     mr_progress_destroy(ar->prog);
     mr_comm_destroy(ar->node);
     mr_comm_destroy(ar->cross);
-    free(ar->send.p);
-    free(ar->recv.p);
-    free(ar->tmp.p);
-    free(ar->acc.p);
+    ar_buf *bufs[4] = {&ar->send, &ar->recv, &ar->tmp, &ar->acc};
+    for (int i = 0; i < 4; i++)
+        if (bufs[i]->p) ar->L.free(ar->L.ctx, bufs[i]->p);
+    if (ar->L.destroy) ar->L.destroy(ar->L.ctx);
+    if (ar->own_group) mr_comm_destroy(ar->group);
     free(ar->counts);
     free(ar);
 }
@@ -180,18 +233,29 @@ mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compr
     return MR_AR_MPI;
 }
 
+static mr_status reduce(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
+                        float *out, size_t n);
+
+/* The reduction, then the fence: the queue's work done, its error seen. */
 static mr_status run_chunks(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
                             float *out, size_t n) {
+    mr_status st = reduce(ar, algo, comp, in, out, n);
+    mr_status fe = ar->L.fence(ar->L.ctx);
+    return st != MR_OK ? st : fe;
+}
+
+static mr_status reduce(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
+                        float *out, size_t n) {
     mr_comm *g = ar->group;
     if (g->size == 1 || n == 0) {
-        if (out != in && n) memmove(out, in, n * sizeof(float));
+        ar_copy(ar, out, in, n * sizeof(float));
         return MR_OK;
     }
     if (algo == MR_AR_AUTO) algo = mr_allreduce_choose(ar, n, comp);
     if (algo == MR_AR_MPI) {
         if (comp != MR_COMPRESS_NONE)
             return mr_error(MR_ERR_INPUT, "all-reduce algorithm mpi cannot compress (%s)", mr_compression_name(comp));
-        if (out != in) memcpy(out, in, n * sizeof(float));
+        ar_copy(ar, out, in, n * sizeof(float));
         return g->ops->allreduce_sum_f32(g, out, n);
     }
     if (algo == MR_AR_HIERARCHICAL && !ar->n_nodes)
@@ -210,11 +274,12 @@ static mr_status run_chunks(mr_allreduce *ar, mr_allreduce_algo algo, mr_compres
 
 mr_status mr_allreduce_run_as(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
                               float *out, size_t n) {
+    if (ar->L.begin) ar->L.begin(ar->L.ctx);
     return run_chunks(ar, algo, comp, in, out, n);
 }
 
 mr_status mr_allreduce_run(mr_allreduce *ar, const float *in, float *out, size_t n) {
-    return run_chunks(ar, ar->o.algorithm, ar->o.compression, in, out, n);
+    return mr_allreduce_run_as(ar, ar->o.algorithm, ar->o.compression, in, out, n);
 }
 
 int mr_allreduce_overlaps(const mr_allreduce *ar) { return ar->overlap_ok; }

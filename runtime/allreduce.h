@@ -62,6 +62,37 @@ mr_status mr_allreduce_opts_check(const mr_allreduce_opts *o);
 
 /* Collective over `group` (splits node sub-groups for hierarchical). */
 mr_status mr_allreduce_create(mr_comm *group, const mr_allreduce_opts *o, mr_allreduce **out);
+
+/* Where the engine's buffers live and how it computes on them.  The
+ * default (mr_allreduce_create) is host memory: memmove, plain loops and
+ * runtime/compress.c.  A device engine (runtime/allreduce-cuda.h) gives its
+ * own: device memory, its kernels queued in order on one queue (a CUDA
+ * stream), with the host's bits (the codecs are byte-identical, the sums
+ * are the same additions in the same order).  Its communicator must take
+ * device buffers and order its transfers after that queue. */
+typedef struct mr_allreduce_local {
+    void *ctx;
+    void *(*alloc)(void *ctx, size_t bytes); /* NULL when out of memory */
+    void (*free)(void *ctx, void *p);
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes); /* may overlap */
+    void (*zero)(void *ctx, void *dst, size_t bytes);
+    void (*add)(void *ctx, float *acc, const float *x, size_t n); /* acc[i] = acc[i] + x[i] */
+    void (*compress)(void *ctx, mr_compression c, int block, const float *x, size_t n, void *out);
+    void (*decompress)(void *ctx, mr_compression c, int block, const void *in, size_t n, float *out);
+    void (*decompress_add)(void *ctx, mr_compression c, int block, const void *in, size_t n, float *acc);
+    /* before a reduction called from the caller's thread: order the queue
+     * after the caller's own queued work (its compute stream); may be NULL */
+    void (*begin)(void *ctx);
+    /* after a reduction: wait for the queue; the first error of its work */
+    mr_status (*fence)(void *ctx);
+    void (*destroy)(void *ctx); /* with the engine; may be NULL */
+} mr_allreduce_local;
+
+/* The same with buffers and local work as `local` says (copied; its
+ * destroy runs with the engine's, also when this fails).  own_group: the
+ * engine destroys `group` with itself. */
+mr_status mr_allreduce_create_local(mr_comm *group, int own_group, const mr_allreduce_opts *o,
+                                    const mr_allreduce_local *local, mr_allreduce **out);
 void mr_allreduce_destroy(mr_allreduce *ar);
 
 /* out(n) = sum over ranks of in(n); out may equal in. */
@@ -69,7 +100,10 @@ mr_status mr_allreduce_run(mr_allreduce *ar, const float *in, float *out, size_t
 /* The same with the algorithm and compression given for this call. */
 mr_status mr_allreduce_run_as(mr_allreduce *ar, mr_allreduce_algo algo, mr_compression comp, const float *in,
                               float *out, size_t n);
-/* In-place reduction of buf(n) on the progress thread (see above). */
+/* In-place reduction of buf(n) on the progress thread (see above).  On a
+ * device engine buf's contents must be complete (the caller's stream
+ * synchronised) before start: the thread does not wait for the caller's
+ * queued work (so that it can overlap the next of it). */
 mr_status mr_allreduce_start(mr_allreduce *ar, float *buf, size_t n);
 mr_status mr_allreduce_wait(mr_allreduce *ar);
 
