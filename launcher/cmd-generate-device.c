@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda-backend.h"
 #endif
 #ifdef MR_HAVE_NCCL
+#include "runtime/allreduce-cuda.h"
 #include "runtime/comm-nccl.h"
 #endif
 
@@ -236,5 +237,23 @@ mr_status mr_gen_device_comm(mr_comm *mpi_group, const mr_gen_device *d, const m
                         where);
     if (log) MR_INFO("%s group: communicator mpi (built without NCCL; device buffers staged through host memory)", what);
     return MR_OK;
+#endif
+}
+
+mr_status mr_gen_device_allreduce(mr_comm *mpi_group, const mr_gen_device *d, mr_backend *be,
+                                  const mr_allreduce_opts *o, int is_nccl, int log, mr_allreduce **out) {
+    *out = NULL;
+    if (!is_nccl) return MR_OK;
+#ifdef MR_HAVE_NCCL
+    MR_CHECK(mr_allreduce_create_cuda(mpi_group, d->device, be, o, out));
+    if (log) {
+        char what[256];
+        mr_allreduce_describe(*out, what, sizeof what);
+        MR_INFO("tensor all-reduce on the device (its own NCCL communicator and stream): %s", what);
+    }
+    return MR_OK;
+#else
+    (void)mpi_group, (void)d, (void)be, (void)o, (void)log;
+    return mr_error(MR_ERR_INTERNAL, "a NCCL group in a build without NCCL");
 #endif
 }

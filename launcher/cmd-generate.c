@@ -567,7 +567,7 @@ int mr_cmd_generate(int argc, char **argv) {
     int fatal_local = 0; /* a failure only this rank may see: abort the job */
     mr_backend be = {0};
     mr_model *m = NULL;
-    mr_allreduce *tp_ar = NULL;
+    mr_allreduce *tp_ar = NULL, *tp_ar_dev = NULL;
     mr_tokenizer *tok = NULL;
     mr_request *all = NULL, *mine = NULL;
     int n_all = 0, n_mine = 0;
@@ -650,10 +650,13 @@ int mr_cmd_generate(int argc, char **argv) {
     }
     int threads = j.plan.runtime.threads ? j.plan.runtime.threads : topo.threads;
     MR_CHECK_GOTO(mr_gen_backend_init(&be, &dev, threads), st, fail);
-    /* The all-reduce engine stays on the MPI tensor group (host buffers:
-     * the model stages through the host for it). */
+    /* The all-reduce engine on the MPI tensor group (tp_ar, host buffers:
+     * the model stages through the host for it), and with NCCL a second
+     * one on device buffers (tp_ar_dev), which the model then uses. */
     MR_CHECK_GOTO(mr_gen_device_comm(j.tp, &dev, &j.plan, &be, "tensor", j.world->rank == 0 && !quiet, &j.tp_dev,
                                      &j.tp_nccl), st, fail);
+    MR_CHECK_GOTO(mr_gen_device_allreduce(j.tp, &dev, &be, &aro, j.tp_nccl, j.world->rank == 0 && !quiet,
+                                          &tp_ar_dev), st, fail);
     MR_CHECK_GOTO(mr_gen_device_comm(j.ep, &dev, &j.plan, &be, "expert", j.world->rank == 0 && !quiet, &j.ep_dev,
                                      &j.ep_nccl), st, fail);
     if (j.world->rank == 0 && !quiet) {
@@ -673,6 +676,7 @@ int mr_cmd_generate(int argc, char **argv) {
         .shard = {.tp = j.plan.parallel.tensor, .tp_rank = j.me.tensor_i, .layer_begin = first,
                   .layer_end = first + count, .ep = j.plan.parallel.expert, .ep_rank = j.me.expert_i,
                   .tp_comm = j.tp_dev, .ep_comm = j.ep_dev, .ep_comm_host = j.ep, .tp_ar = tp_ar,
+                  .tp_ar_dev = tp_ar_dev,
                   .ep_overlap = aro.overlap},
     };
     if (mo.max_step_tokens < mo.max_slots) mo.max_step_tokens = mo.max_slots;
@@ -740,6 +744,7 @@ cleanup:
     mr_requests_free(mine, n_mine);
     if (have_cfg) mr_config_free(&cfg);
     mr_allreduce_destroy(tp_ar);
+    mr_allreduce_destroy(tp_ar_dev);
     if (j.tp_nccl) mr_comm_destroy(j.tp_dev);
     if (j.ep_nccl) mr_comm_destroy(j.ep_dev);
     mr_gen_backend_free(&be, &dev);

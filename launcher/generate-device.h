@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "kernels/backend.h"
+#include "runtime/allreduce.h"
 #include "runtime/comm.h"
 #include "runtime/plan.h"
 #include "runtime/status.h"
@@ -49,5 +50,12 @@ void mr_gen_backend_free(mr_backend *be, const mr_gen_device *d);
  * when log is set.  comm.backend = nccl with no NCCL is MR_ERR_INPUT. */
 mr_status mr_gen_device_comm(mr_comm *mpi_group, const mr_gen_device *d, const mr_plan *p, mr_backend *be,
                              const char *what, int log, mr_comm **out, int *is_nccl);
+
+/* The tensor group's all-reduce engine on the device (runtime/
+ * allreduce-cuda.h, its own NCCL communicator over mpi_group) when that
+ * group is on NCCL (is_nccl); else *out = NULL and the model uses the host
+ * engine on staged copies.  Collective over mpi_group. */
+mr_status mr_gen_device_allreduce(mr_comm *mpi_group, const mr_gen_device *d, mr_backend *be,
+                                  const mr_allreduce_opts *o, int is_nccl, int log, mr_allreduce **out);
 
 #endif

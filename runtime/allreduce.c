@@ -214,8 +214,8 @@ void mr_allreduce_destroy(mr_allreduce *ar) {
     ar_buf *bufs[4] = {&ar->send, &ar->recv, &ar->tmp, &ar->acc};
     for (int i = 0; i < 4; i++)
         if (bufs[i]->p) ar->L.free(ar->L.ctx, bufs[i]->p);
-    if (ar->L.destroy) ar->L.destroy(ar->L.ctx);
     if (ar->own_group) mr_comm_destroy(ar->group);
+    if (ar->L.destroy) ar->L.destroy(ar->L.ctx);
     free(ar->counts);
     free(ar);
 }
@@ -229,6 +229,7 @@ void mr_allreduce_destroy(mr_allreduce *ar) {
 mr_allreduce_algo mr_allreduce_choose(const mr_allreduce *ar, size_t n, mr_compression c) {
     if (ar->o.algorithm != MR_AR_AUTO) return ar->o.algorithm;
     if (c != MR_COMPRESS_NONE) return MR_AR_TWO_SHOT;
+    if (ar->group->device_memory) return MR_AR_MPI; /* NCCL's own all-reduce (not measured against ours yet) */
     if (ar->group->size == 2 && n * sizeof(float) > MR_AR_SMALL_BYTES) return MR_AR_RING;
     return MR_AR_MPI;
 }

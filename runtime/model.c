@@ -172,11 +172,16 @@ static mr_status host_allreduce(mr_model *m, float *buf, size_t n, int exact) {
     return c->ops->allreduce_sum_f32(c, buf, n);
 }
 
-/* On a device backend: a device communicator's own (exact) all-reduce when
- * no compression is asked; otherwise the host engine on a staged copy. */
+/* On a device backend: the device engine when there is one (its `auto`
+ * with no compression is the communicator's own all-reduce); else a device
+ * communicator's own (exact) all-reduce when no compression is asked;
+ * otherwise the host engine on a staged copy. */
 static mr_status tp_allreduce_mode(mr_model *m, float *buf, size_t n, int exact) {
     if (m->loc.tp == 1 || n == 0) return MR_OK;
     if (!m->dev) return host_allreduce(m, buf, n, exact);
+    mr_allreduce *ad = m->opt.shard.tp_ar_dev;
+    if (ad && exact) return mr_allreduce_run_as(ad, MR_AR_AUTO, MR_COMPRESS_NONE, buf, buf, n);
+    if (ad) return mr_allreduce_run(ad, buf, buf, n);
     mr_allreduce *ar = m->opt.shard.tp_ar;
     mr_comm *c = m->opt.shard.tp_comm;
     int plain = !ar || exact || mr_allreduce_options(ar)->compression == MR_COMPRESS_NONE;
@@ -259,8 +264,8 @@ static mr_status det_rowpar(mr_model *m, float *y, const float *x, const void *w
 static mr_status rowpar_out(mr_model *m, float *y, const float *x, const void *w, const float *bias, int T, int N,
                             int K) {
     if (m->det) return det_rowpar(m, y, x, w, bias, T, N, K, m->loc.tp);
-    mr_allreduce *ar = m->opt.shard.tp_ar;
-    if (m->loc.tp > 1 && ar && !m->dev) return mr_allreduce_matmul(ar, m->be, y, x, w, m->wbf16, bias, T, N, K);
+    mr_allreduce *ar = m->dev ? m->opt.shard.tp_ar_dev : m->opt.shard.tp_ar;
+    if (m->loc.tp > 1 && ar) return mr_allreduce_matmul(ar, m->be, y, x, w, m->wbf16, bias, T, N, K);
     mm(m, y, x, w, bias, T, N, K);
     return tp_allreduce(m, y, (size_t)T * N);
 }

@@ -39,6 +39,11 @@ typedef struct mr_model_shard {
      * (attention output, dense MLP down) run in token chunks, each chunk's
      * reduction on the engine's progress thread while the next computes. */
     struct mr_allreduce *tp_ar;
+    /* On a device backend whose tensor group is a device communicator
+     * (NCCL): the engine on device buffers (runtime/allreduce-cuda.h), used
+     * instead of tp_ar -- no staging through the host, overlap by a second
+     * stream and the progress thread.  NULL: tp_ar on host copies. */
+    struct mr_allreduce *tp_ar_dev;
     /* ep > 1: the combine all-to-all runs on a progress thread while the
      * shared experts compute (models with shared experts; needs an
      * expert communicator that allows a second thread).  Every rank of

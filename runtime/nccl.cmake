@@ -1,5 +1,6 @@
 # mr_comm_nccl: the NCCL communicator (comm-nccl.c, plain C on the CUDA
-# runtime API and nccl.h), a library of its own so that mr_runtime builds
+# runtime API and nccl.h) and the all-reduce engine on the device over it
+# (allreduce-cuda.c), a library of its own so that mr_runtime builds
 # without CUDA.  Built when MR_HAVE_CUDA is ON and nccl.h and libnccl are
 # found (in the CUDA toolkit, the system, or NCCL_HOME).
 # On the CUDA emulator (tests/gpu/emu) it is built against emu-nccl.cc, NCCL's
@@ -13,10 +14,10 @@ if(MR_CUDA_EMU)
   mr_emu_target(mr_nccl_emu)
   target_compile_definitions(mr_nccl_emu PRIVATE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
   target_link_libraries(mr_nccl_emu PUBLIC mr_kernels_cuda MPI::MPI_C)
-  add_library(mr_comm_nccl STATIC ${CMAKE_CURRENT_SOURCE_DIR}/comm-nccl.c)
+  add_library(mr_comm_nccl STATIC ${CMAKE_CURRENT_SOURCE_DIR}/comm-nccl.c ${CMAKE_CURRENT_SOURCE_DIR}/allreduce-cuda.c)
   mr_target_defaults(mr_comm_nccl)
   target_include_directories(mr_comm_nccl BEFORE PRIVATE ${MR_EMU_DIR}/include)
-  target_link_libraries(mr_comm_nccl PUBLIC mr_runtime mr_nccl_emu)
+  target_link_libraries(mr_comm_nccl PUBLIC mr_runtime mr_kernels_cuda mr_nccl_emu)
   message(STATUS "moerun: NCCL communicator ON, on the CUDA emulator's NCCL (tests/gpu/emu/emu-nccl.cc)")
   return()
 endif()
@@ -29,8 +30,8 @@ if(NOT MR_NCCL_INCLUDE_DIR OR NOT MR_NCCL_LIBRARY)
   message(STATUS "moerun: NCCL communicator OFF (nccl.h or libnccl not found; set NCCL_HOME)")
   return()
 endif()
-add_library(mr_comm_nccl STATIC ${CMAKE_CURRENT_SOURCE_DIR}/comm-nccl.c)
+add_library(mr_comm_nccl STATIC ${CMAKE_CURRENT_SOURCE_DIR}/comm-nccl.c ${CMAKE_CURRENT_SOURCE_DIR}/allreduce-cuda.c)
 mr_target_defaults(mr_comm_nccl)
 target_include_directories(mr_comm_nccl SYSTEM PRIVATE ${MR_NCCL_INCLUDE_DIR})
-target_link_libraries(mr_comm_nccl PUBLIC mr_runtime CUDA::cudart ${MR_NCCL_LIBRARY})
+target_link_libraries(mr_comm_nccl PUBLIC mr_runtime mr_kernels_cuda CUDA::cudart ${MR_NCCL_LIBRARY})
 message(STATUS "moerun: NCCL communicator ON (${MR_NCCL_LIBRARY})")

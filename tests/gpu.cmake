@@ -182,6 +182,19 @@ if(MR_CUDA_EMU)
                        ENVIRONMENT "${MR_GPU_DET_ENV};${MR_GPU_NCCL_ENV}")
 endif()
 
+# The tensor all-reduce engine on device buffers (runtime/allreduce-cuda.c,
+# over NCCL) against the host engine on staged copies (comm.backend = mpi):
+# ring, two-shot, hierarchical, every compression, overlap -- the same
+# output bytes and logits bits.  A GPU per rank (skipped with fewer); on
+# the emulator, MR_EMU_DEVICES=4.
+foreach(fx llama deepseek_v3)
+  add_test(NAME allreduce-device-vs-host-${fx} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh
+           ${CMAKE_CURRENT_SOURCE_DIR}/gpu/allreduce-device-vs-host.sh $<TARGET_FILE:moerun>
+           ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx})
+  set_tests_properties(allreduce-device-vs-host-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900
+                       RUN_SERIAL TRUE ENVIRONMENT "MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
+endforeach()
+
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA
 # backend: the CPU backend's output file byte for byte, fp32 weights, greedy.
 add_test(NAME generate-gpu-smollm2 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh

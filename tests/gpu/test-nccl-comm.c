@@ -9,13 +9,13 @@
  * Sub-groups: split (by parity, reversed order) and split_node against the
  * MPI splits.  recv_any must be refused (MR_ERR_UNSUPPORTED).
  *
- * The all-reduce engine (runtime/allreduce.h) on NCCL runs only its `mpi`
- * algorithm (the communicator's own all-reduce, here ncclAllReduce): ring,
- * two_shot and hierarchical add received shards on the host and pack
- * compressed blocks with the host codecs into host scratch, so they cannot
- * take device buffers yet -- they are not called on NCCL.  The test compares
- * the engine's `mpi` on NCCL with ring and two_shot (compression none) on
- * MPI, within the same bound.
+ * The all-reduce engine (runtime/allreduce.h): its `mpi` algorithm on a
+ * NCCL communicator (ncclAllReduce) against ring and two_shot on MPI,
+ * within the same bound; and the device engine (runtime/allreduce-cuda.h):
+ * ring, two_shot and hierarchical (nodes of 2 ranks) x every compression,
+ * in place and out of place, chunked, and with overlap (the progress
+ * thread), each the same bytes on every rank as the host engine gives over
+ * MPI for the same algorithm and compression.
  *
  * With one rank every op still runs, on a NCCL communicator of one (what a
  * one-GPU machine can check: the calls, streams and events, no exchange).
@@ -29,6 +29,8 @@
 #include <string.h>
 
 #include "harness.h"
+#include "kernels/cuda/cuda-backend.h"
+#include "runtime/allreduce-cuda.h"
 #include "runtime/allreduce.h"
 #include "runtime/comm-nccl.h"
 #include "runtime/comm.h"
@@ -314,6 +316,90 @@ done:
     free(g);
 }
 
+/* The device engine against the host engine, algorithm by compression. */
+static void test_engine_device(mr_comm *mpi, int device) {
+    size_t n = 100003; /* not a multiple of ranks, blocks or chunks */
+    mr_backend be = {0};
+    mr_allreduce *ah = NULL, *ad = NULL, *ao = NULL;
+    float *x = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    float *d = NULL, *d2 = NULL;
+    for (size_t i = 0; i < n; i++) x[i] = xval(ME, i) * (i % 977 == 0 ? 1e4f : 1.0f); /* some outliers */
+    if (mr_backend_cuda_init(&be, device) != 0) {
+        CHECK(0, "CUDA backend on device %d: %s", device, mr_backend_cuda_error(&be));
+        goto done;
+    }
+    mr_allreduce_opts o;
+    mr_allreduce_opts_default(&o);
+    o.chunk_kib = 96; /* 24576 values: five chunks */
+    o.block = 64;
+    o.node_size = P % 2 == 0 ? 2 : 1;
+    OK(mr_allreduce_create(mpi, &o, &ah));
+    OK(mr_allreduce_create_cuda(mpi, device, &be, &o, &ad));
+    o.overlap = 1;
+    OK(mr_allreduce_create_cuda(mpi, device, &be, &o, &ao));
+    CHECK(P == 1 || mr_allreduce_overlaps(ao), "device engine with overlap: overlap off");
+    d = be.ops->alloc(&be, n * sizeof(float));
+    d2 = be.ops->alloc(&be, n * sizeof(float));
+    static const mr_allreduce_algo algos[] = {MR_AR_RING, MR_AR_TWO_SHOT, MR_AR_HIERARCHICAL};
+    for (int a = 0; a < 3; a++)
+        for (int c = 0; c < MR_COMPRESSION_COUNT; c++) {
+            char what[96];
+            snprintf(what, sizeof what, "device engine %s %s", mr_allreduce_algo_name(algos[a]),
+                     mr_compression_name((mr_compression)c));
+            OK(mr_allreduce_run_as(ah, algos[a], (mr_compression)c, x, want, n));
+            /* in place, then out of place (d -> d2) */
+            up(d, x, n * sizeof(float));
+            OK(mr_allreduce_run_as(ad, algos[a], (mr_compression)c, d, d, n));
+            down(got, d, n * sizeof(float));
+            CHECK(!memcmp(want, got, n * sizeof(float)), "%s in place: first difference at byte %d", what,
+                  first_diff(want, got, n * sizeof(float)));
+            up(d, x, n * sizeof(float));
+            OK(mr_allreduce_run_as(ad, algos[a], (mr_compression)c, d, d2, n));
+            down(got, d2, n * sizeof(float));
+            CHECK(!memcmp(want, got, n * sizeof(float)), "%s out of place: first difference at byte %d", what,
+                  first_diff(want, got, n * sizeof(float)));
+        }
+    /* overlap: two reductions queued on the progress thread, the plan's
+     * algorithm (auto: two_shot when compressing) */
+    for (int c = 0; c < MR_COMPRESSION_COUNT; c++) {
+        mr_allreduce_algo algo = c == MR_COMPRESS_NONE ? MR_AR_MPI : MR_AR_TWO_SHOT;
+        OK(mr_allreduce_run_as(ah, algo, (mr_compression)c, x, want, n));
+        mr_allreduce *e = NULL;
+        mr_allreduce_opts oc = o;
+        oc.compression = (mr_compression)c;
+        OK(mr_allreduce_create_cuda(mpi, device, &be, &oc, &e));
+        up(d, x, n * sizeof(float));
+        be.ops->sync(&be);
+        size_t half = n / 2;
+        mr_status s1 = mr_allreduce_start(e, d, half), s2 = mr_allreduce_start(e, d + half, n - half);
+        mr_status s3 = mr_allreduce_wait(e);
+        CHECK(s1 == MR_OK && s2 == MR_OK && s3 == MR_OK, "overlap %s: %s", mr_compression_name((mr_compression)c),
+              mr_last_error());
+        down(got, d, n * sizeof(float));
+        mr_allreduce_destroy(e);
+        if (c == MR_COMPRESS_NONE) { /* ncclAllReduce's order vs MPI's: the bound */
+            check_sums("overlap none (ncclAllReduce)", want, got, n, 0);
+        } else { /* each half reduced on its own (the second starts mid-block) */
+            float *w2 = malloc(n * sizeof(float));
+            OK(mr_allreduce_run_as(ah, algo, (mr_compression)c, x, w2, half));
+            OK(mr_allreduce_run_as(ah, algo, (mr_compression)c, x + half, w2 + half, n - half));
+            CHECK(!memcmp(w2, got, n * sizeof(float)), "overlap %s: first difference at byte %d",
+                  mr_compression_name((mr_compression)c), first_diff(w2, got, n * sizeof(float)));
+            free(w2);
+        }
+    }
+done:
+    if (d) be.ops->free(&be, d);
+    if (d2) be.ops->free(&be, d2);
+    mr_allreduce_destroy(ao);
+    mr_allreduce_destroy(ad);
+    mr_allreduce_destroy(ah);
+    if (be.ctx) mr_backend_cuda_free(&be);
+    free(x);
+    free(want);
+    free(got);
+}
+
 int main(int argc, char **argv) {
     mr_comm *world = NULL, *node = NULL, *nc = NULL, *sel = NULL;
     cudaStream_t compute = NULL;
@@ -367,6 +453,7 @@ int main(int argc, char **argv) {
     test_split(world, nc);
     test_recv_any(nc);
     test_engine(world, nc);
+    test_engine_device(world, device);
 done:
     mr_comm_destroy(nc);
     if (compute) cudaStreamDestroy(compute);
