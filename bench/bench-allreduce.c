@@ -13,7 +13,14 @@
  *   max_rel_err = max |result - exact| / max |exact|, exact summed in double
  * with every rank's input regenerated on rank 0.  --json writes one object
  * per row (algorithm, compression, ranks, bytes, time_us, busbw_gbs,
- * baseline, baseline_busbw_gbs, max_rel_err). */
+ * baseline, baseline_busbw_gbs, max_rel_err).
+ *
+ * bench-allreduce-gpu (the same source with MR_BENCH_CUDA, built with the
+ * CUDA backend and NCCL): a GPU per rank (local rank -> device), device
+ * buffers, the device engine (runtime/allreduce-cuda.h) beside
+ * ncclAllReduce in place (the baseline: ratios and "baseline" are against
+ * it) and MPI_Allreduce on host buffers; every call ends with the device
+ * idle (the engine's fence, the communicator's wait). */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <math.h>
@@ -27,6 +34,16 @@
 #include "runtime/allreduce.h"
 #include "runtime/comm.h"
 #include "tests/unit/ar-data.h"
+#ifdef MR_BENCH_CUDA
+#include "kernels/cuda/cuda-backend.h"
+#include "runtime/allreduce-cuda.h"
+#include "runtime/comm-nccl.h"
+static mr_backend g_be;     /* the rank's GPU */
+static mr_comm *g_nccl;     /* NCCL over the world: the baseline */
+#define BASELINE "ncclAllReduce"
+#else
+#define BASELINE "MPI_Allreduce"
+#endif
 
 #define MAX_LIST 32
 
@@ -90,6 +107,47 @@ static mr_status call_mpi(void *ctx, const float *in, float *out, size_t n) {
                : mr_error(MR_ERR_INTERNAL, "MPI_Allreduce failed");
 }
 
+#ifdef MR_BENCH_CUDA
+/* ncclAllReduce in place on out (in is not read: its copy is made once
+ * before timing, so values grow by P a call -- harmless for timing) */
+static mr_status call_nccl(void *ctx, const float *in, float *out, size_t n) {
+    (void)ctx, (void)in;
+    return g_nccl->ops->allreduce_sum_f32(g_nccl, out, n);
+}
+#endif
+
+/* Buffers of the benchmark: device memory in the GPU build. */
+static float *buf_alloc(size_t n) {
+#ifdef MR_BENCH_CUDA
+    return g_be.ops->alloc(&g_be, n * sizeof(float));
+#else
+    return malloc(n * sizeof(float));
+#endif
+}
+static void buf_free(float *p) {
+#ifdef MR_BENCH_CUDA
+    g_be.ops->free(&g_be, p);
+#else
+    free(p);
+#endif
+}
+static void buf_put(float *dst, const float *h, size_t n) {
+#ifdef MR_BENCH_CUDA
+    g_be.ops->upload(&g_be, dst, h, n * sizeof(float));
+    g_be.ops->sync(&g_be);
+#else
+    memcpy(dst, h, n * sizeof(float));
+#endif
+}
+static void buf_get(float *h, const float *src, size_t n) {
+#ifdef MR_BENCH_CUDA
+    g_be.ops->download(&g_be, h, src, n * sizeof(float));
+    g_be.ops->sync(&g_be);
+#else
+    memcpy(h, src, n * sizeof(float));
+#endif
+}
+
 static double time_calls(call_fn f, void *ctx, const float *in, float *out, size_t n, int warmup, int iters) {
     for (int i = 0; i < warmup; i++)
         if (f(ctx, in, out, n) != MR_OK) {
@@ -114,6 +172,7 @@ static double rel_err(const float *out, const double *exact, size_t n, double em
     return emax > 0 ? e / emax : e;
 }
 
+#ifndef MR_BENCH_CUDA
 /* Single-thread codec rate on 4 Mi values (rank 0): pack, and unpack-add,
  * in GB/s of float32 -- the compute each compressed byte costs. */
 static void codec_rates(int block) {
@@ -140,6 +199,7 @@ static void codec_rates(int block) {
     }
     free(x), free(y), free(z);
 }
+#endif
 
 int main(int argc, char **argv) {
     mr_comm *world;
@@ -185,11 +245,36 @@ int main(int argc, char **argv) {
         }
     }
     o.overlap = 0;
-    mr_allreduce *ar;
-    if (mr_allreduce_create(world, &o, &ar) != MR_OK) {
-        if (me == 0) fprintf(stderr, "bench-allreduce: %s\n", mr_last_error());
+    mr_allreduce *ar = NULL;
+    mr_status st = MR_OK;
+    char gpu_desc[320] = "host memory";
+#ifdef MR_BENCH_CUDA
+    mr_comm *node = NULL;
+    int ndev = mr_cuda_device_count(NULL), device = -1;
+    st = ndev > 0 ? world->ops->split_node(world, &node) : mr_error(MR_ERR_UNSUPPORTED, "no CUDA device");
+    if (st == MR_OK) {
+        device = node->rank % ndev;
+        if (node->size > ndev) st = mr_error(MR_ERR_UNSUPPORTED, "%d ranks on a node of %d GPUs", node->size, ndev);
+    }
+    if (st == MR_OK && mr_backend_cuda_init(&g_be, device) != 0)
+        st = mr_error(MR_ERR_INTERNAL, "CUDA backend: %s", mr_backend_cuda_error(&g_be));
+    if (st == MR_OK) st = mr_comm_nccl_create(world, device, mr_backend_cuda_stream(&g_be), &g_nccl);
+    if (st == MR_OK) st = mr_allreduce_create_cuda(world, device, &g_be, &o, &ar);
+    if (st == MR_OK) {
+        char d[200];
+        mr_cuda_device_describe(device, d, sizeof d);
+        snprintf(gpu_desc, sizeof gpu_desc, "rank 0 on GPU %d: %s", device, d);
+    }
+    mr_comm_destroy(node);
+#else
+    st = mr_allreduce_create(world, &o, &ar);
+#endif
+    int bad[1] = {st != MR_OK};
+    world->ops->allreduce_max_i32(world, bad, 1);
+    if (bad[0]) {
+        fprintf(stderr, "bench-allreduce (rank %d): %s\n", me, st != MR_OK ? mr_last_error() : "another rank failed");
         mr_comm_mpi_finalize();
-        return 2;
+        return st == MR_ERR_UNSUPPORTED ? 77 : 2;
     }
     char host[256];
     gethostname(host, sizeof host);
@@ -197,12 +282,14 @@ int main(int argc, char **argv) {
     mr_allreduce_describe(ar, desc, sizeof desc);
     FILE *jf = NULL;
     if (me == 0) {
-        printf("# bench-allreduce %s: %d ranks (rank 0 on %s), %s; %d iterations after %d warm-up, out of place\n",
-               label, P, host, desc, iters, warmup);
-        printf("# busbw = algbw * 2(p-1)/p; baseline MPI_Allreduce fp32 measured in the same run\n");
+        printf("# bench-allreduce %s: %d ranks (rank 0 on %s, %s), %s; %d iterations after %d warm-up, out of "
+               "place\n", label, P, host, gpu_desc, desc, iters, warmup);
+        printf("# busbw = algbw * 2(p-1)/p; baseline %s fp32 measured in the same run\n", BASELINE);
+#ifndef MR_BENCH_CUDA
         codec_rates(o.block);
+#endif
         printf("%12s %10s %5s %13s %11s %10s %9s %9s %9s %10s %11s\n", "size(B)", "count", "type", "algorithm",
-               "compression", "time(us)", "algbw", "busbw", "vs MPI", "MPI busbw", "max_rel_err");
+               "compression", "time(us)", "algbw", "busbw", "vs base", "base busbw", "max_rel_err");
         jf = bench_json_open(json);
     }
     int first_row = 1;
@@ -210,8 +297,10 @@ int main(int argc, char **argv) {
         size_t n = sizes[si] / sizeof(float);
         if (n == 0) continue;
         float *in = malloc(n * sizeof(float)), *out = malloc(n * sizeof(float));
+        float *din = buf_alloc(n), *dout = buf_alloc(n);
         double *exact = NULL, emax = 0;
         ar_fill(in, n, AR_NORMAL, o.block, 1000 + (uint64_t)me);
+        buf_put(din, in, n);
         if (me == 0) { /* every rank's input, summed in double */
             exact = calloc(n, sizeof(double));
             float *x = malloc(n * sizeof(float));
@@ -225,41 +314,62 @@ int main(int argc, char **argv) {
         double bus = 2.0 * (P - 1) / P, bytes = (double)n * sizeof(float);
         double t_mpi = time_calls(call_mpi, NULL, in, out, n, warmup, iters);
         double e_mpi = rel_err(out, exact, n, emax, me);
-        double mpi_bus = bytes / t_mpi / 1e9 * bus;
+        double mpi_bus = bytes / t_mpi / 1e9 * bus, t_base = t_mpi, base_bus = mpi_bus;
+#ifdef MR_BENCH_CUDA
+        buf_put(dout, in, n);
+        t_base = time_calls(call_nccl, NULL, din, dout, n, warmup, iters);
+        base_bus = bytes / t_base / 1e9 * bus;
+        buf_put(dout, in, n); /* one more call on fresh data for the error */
+        call_nccl(NULL, din, dout, n);
+        buf_get(out, dout, n);
+        double e_base = rel_err(out, exact, n, emax, me);
         if (me == 0)
             printf("%12zu %10zu %5s %13s %11s %10.1f %9.3f %9.3f %9s %10.3f %11.2e\n", n * sizeof(float), n, "float",
-                   "MPI_Allreduce", "none", t_mpi * 1e6, bytes / t_mpi / 1e9, mpi_bus, "1.00x", mpi_bus, e_mpi);
+                   BASELINE, "none", t_base * 1e6, bytes / t_base / 1e9, base_bus, "1.00x", base_bus, e_base);
+#endif
+        if (me == 0)
+            printf("%12zu %10zu %5s %13s %11s %10.1f %9.3f %9.3f %8.2fx %10.3f %11.2e\n", n * sizeof(float), n, "float",
+                   "MPI_Allreduce", "none", t_mpi * 1e6, bytes / t_mpi / 1e9, mpi_bus, mpi_bus / base_bus, base_bus,
+                   e_mpi);
         for (int a = 0; a < n_algos; a++)
             for (int c = 0; c < n_comps; c++) {
                 mr_allreduce_algo algo = (mr_allreduce_algo)algos[a];
                 mr_compression comp = (mr_compression)comps[c];
                 if (algo == MR_AR_MPI && comp != MR_COMPRESS_NONE) continue;
                 eng_ctx ctx = {ar, algo, comp};
-                double t = time_calls(call_engine, &ctx, in, out, n, warmup, iters);
+                double t = time_calls(call_engine, &ctx, din, dout, n, warmup, iters);
+                buf_get(out, dout, n);
                 double e = rel_err(out, exact, n, emax, me);
                 double busbw = bytes / t / 1e9 * bus;
                 if (me != 0) continue;
                 char ratio[32];
-                snprintf(ratio, sizeof ratio, "%.2fx", busbw / mpi_bus);
+                snprintf(ratio, sizeof ratio, "%.2fx", busbw / base_bus);
                 printf("%12zu %10zu %5s %13s %11s %10.1f %9.3f %9.3f %9s %10.3f %11.2e\n", n * sizeof(float), n,
                        "float", mr_allreduce_algo_name(algo), mr_compression_name(comp), t * 1e6, bytes / t / 1e9,
-                       busbw, ratio, mpi_bus, e);
+                       busbw, ratio, base_bus, e);
                 if (jf) {
                     fprintf(jf,
                             "%s  {\"label\": \"%s\", \"algorithm\": \"%s\", \"compression\": \"%s\", \"ranks\": %d, "
                             "\"bytes\": %zu, \"time_us\": %.2f, \"busbw_gbs\": %.4f, \"baseline\": "
-                            "\"MPI_Allreduce\", \"baseline_time_us\": %.2f, \"baseline_busbw_gbs\": %.4f, "
-                            "\"max_rel_err\": %.3e, \"block\": %d, \"chunk_kib\": %d}",
+                            "\"%s\", \"baseline_time_us\": %.2f, \"baseline_busbw_gbs\": %.4f, "
+                            "\"max_rel_err\": %.3e, \"block\": %d, \"chunk_kib\": %d, \"mpi_busbw_gbs\": %.4f}",
                             bench_json_sep(&first_row), label, mr_allreduce_algo_name(algo), mr_compression_name(comp), P,
-                            n * sizeof(float), t * 1e6, busbw, t_mpi * 1e6, mpi_bus, e, o.block, o.chunk_kib);
+                            n * sizeof(float), t * 1e6, busbw, BASELINE, t_base * 1e6, base_bus, e, o.block,
+                            o.chunk_kib, mpi_bus);
                 }
             }
+        buf_free(din);
+        buf_free(dout);
         free(in);
         free(out);
         free(exact);
     }
     bench_json_close(jf);
     mr_allreduce_destroy(ar);
+#ifdef MR_BENCH_CUDA
+    mr_comm_destroy(g_nccl);
+    mr_backend_cuda_free(&g_be);
+#endif
     mr_comm_destroy(world);
     mr_comm_mpi_finalize();
     return 0;

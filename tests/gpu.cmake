@@ -195,6 +195,17 @@ foreach(fx llama deepseek_v3)
                        RUN_SERIAL TRUE ENVIRONMENT "MR_CUDA_EMU=$<BOOL:${MR_CUDA_EMU}>")
 endforeach()
 
+# bench-allreduce-gpu runs (a smoke test, 2 ranks, small sizes: its
+# timings mean nothing here; tests/gpu/run.sh --bench measures on GPUs).
+if(TARGET bench-allreduce-gpu)
+  add_test(NAME bench-allreduce-gpu-smoke COMMAND env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+           MR_EMU_DEVICES=2 timeout 240 mpirun --oversubscribe --bind-to none -np 2
+           $<TARGET_FILE:bench-allreduce-gpu> --sizes 4K,33K --iters 1 --warmup 0 --algos ring,two_shot
+           --compressions none,int8)
+  set_tests_properties(bench-allreduce-gpu-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+                       RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "two_shot +int8")
+endif()
+
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA
 # backend: the CPU backend's output file byte for byte, fp32 weights, greedy.
 add_test(NAME generate-gpu-smollm2 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu/if-gpu.sh

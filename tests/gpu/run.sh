@@ -292,12 +292,36 @@ if sys.argv[1] == "cuda" and not torch.cuda.is_available(): sys.exit("torch %s s
       note "hf-generate $model $wt | ok in $(secs "$t0") s: gpu-hf-$name.{json,txt}"
     else bad=1; note "hf-generate $model $wt | FAIL exit $rc after $(secs "$t0") s ($(tail -1 "$BENCH_DIR/gpu-hf-$name.txt" | cut -c1-160))"; fi
   done
+  allreduce_bench || bad=1
   if [ ${#BENCH_JSON[@]} -gt 0 ]; then
     if python3 "$ROOT/bench/engine-table.py" "${BENCH_JSON[@]}" > "$WORK/bench-table.md" 2> "$WORK/bench-table.log"; then
       cp "$WORK/bench-table.md" "$BENCH_DIR/gpu-engine-table-$slug.md"
       cat "$WORK/bench-table.md"
     else note "benchmark table | FAIL: $(tail -1 "$WORK/bench-table.log")"; fi
   fi
+  return $bad
+}
+
+# bench-allreduce-gpu (issue 6's GPU rows: the device engine beside
+# ncclAllReduce and MPI_Allreduce) on 2 GPUs and on all of them (up to 8);
+# needs two GPUs, skipped with one.
+allreduce_bench() {
+  local BA=$WORK/build/bench/bench-allreduce-gpu n np t0 rc bad=0 slug
+  n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+  [ -x "$BA" ] || { note "bench-allreduce-gpu | skipped: not built (no NCCL?)"; return 0; }
+  [ "${n:-0}" -ge 2 ] || { note "bench-allreduce-gpu | skipped: ${n:-0} GPU(s), it needs 2"; return 0; }
+  slug=$(device_slug); [ -n "$slug" ] || slug=gpu
+  for np in 2 $((n > 8 ? 8 : n)); do
+    t0=$(date +%s)
+    env PATH="$P/bin:$PATH" LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" $OMPI_ENV \
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 900 mpirun --oversubscribe --bind-to none -np "$np" "$BA" --sizes 64K,1M,16M,64M \
+      --algos ring,two_shot --label "$slug np$np" --json "$BENCH_DIR/gpu-allreduce-$slug-np$np.json" \
+      > "$BENCH_DIR/gpu-allreduce-$slug-np$np.txt" 2>&1; rc=$?
+    tail -12 "$BENCH_DIR/gpu-allreduce-$slug-np$np.txt"
+    if [ $rc = 0 ]; then note "bench-allreduce-gpu np $np | ok in $(secs "$t0") s: gpu-allreduce-$slug-np$np.{json,txt}"
+    else bad=1; note "bench-allreduce-gpu np $np | FAIL exit $rc"; fi
+    [ "$np" = 2 ] && [ "$n" = 2 ] && break
+  done
   return $bad
 }
 
