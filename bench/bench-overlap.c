@@ -22,7 +22,13 @@
  * Each time is the maximum over ranks of the median of `iters` runs, the
  * four measured round-robin, with a barrier before each run.  Rank r is
  * pinned to the (r mod n)-th of its allowed CPUs (bench_pin_rank), as
- * moerun binds its ranks; --no-pin leaves the threads free. */
+ * moerun binds its ranks; --no-pin leaves the threads free.
+ *
+ * bench-overlap-gpu (the same source with MR_BENCH_CUDA, built with the
+ * CUDA backend and NCCL): a GPU per rank, the CUDA backend's fp32 GEMM
+ * (cuBLAS) and the device engine (runtime/allreduce-cuda.h) over NCCL;
+ * overlapped = chunk i reduced (its own stream, NCCL's) on the progress
+ * thread while GEMM i+1 runs on the backend's stream. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <mpi.h>
@@ -35,6 +41,10 @@
 #include "runtime/allreduce.h"
 #include "runtime/comm.h"
 #include "tests/unit/ar-data.h"
+#ifdef MR_BENCH_CUDA
+#include "kernels/cuda/cuda-backend.h"
+#include "runtime/allreduce-cuda.h"
+#endif
 
 typedef struct shape {
     const char *name;
@@ -130,24 +140,49 @@ int main(int argc, char **argv) {
     }
     /* before the backend's and the engine's threads start: they inherit it */
     int cpu = pin ? bench_pin_rank(me) : -1;
-    mr_allreduce *seq, *ovl;
+    mr_allreduce *seq = NULL, *ovl = NULL;
+    mr_backend be = {0};
+    mr_status st = MR_OK;
+#ifdef MR_BENCH_CUDA
+    mr_comm *node = NULL;
+    int ndev = mr_cuda_device_count(NULL), device = -1;
+    st = ndev > 0 ? world->ops->split_node(world, &node) : mr_error(MR_ERR_UNSUPPORTED, "no CUDA device");
+    if (st == MR_OK && node->size > ndev)
+        st = mr_error(MR_ERR_UNSUPPORTED, "%d ranks on a node of %d GPUs", node->size, ndev);
+    if (st == MR_OK) device = node->rank % ndev;
+    if (st == MR_OK && mr_backend_cuda_init(&be, device) != 0)
+        st = mr_error(MR_ERR_INTERNAL, "CUDA backend: %s", mr_backend_cuda_error(&be));
+    mr_comm_destroy(node);
     o.overlap = 0;
-    mr_status st = mr_allreduce_create(world, &o, &seq);
+    if (st == MR_OK) st = mr_allreduce_create_cuda(world, device, &be, &o, &seq);
+    o.overlap = 1;
+    if (st == MR_OK) st = mr_allreduce_create_cuda(world, device, &be, &o, &ovl);
+#else
+    o.overlap = 0;
+    st = mr_allreduce_create(world, &o, &seq);
     o.overlap = 1;
     if (st == MR_OK) st = mr_allreduce_create(world, &o, &ovl);
-    if (st != MR_OK) {
-        if (me == 0) fprintf(stderr, "bench-overlap: %s\n", mr_last_error());
+    if (st == MR_OK) mr_backend_cpu_init(&be, threads);
+#endif
+    int bad[1] = {st != MR_OK};
+    world->ops->allreduce_max_i32(world, bad, 1);
+    if (bad[0]) {
+        fprintf(stderr, "bench-overlap (rank %d): %s\n", me, st != MR_OK ? mr_last_error() : "another rank failed");
         mr_comm_mpi_finalize();
-        return 2;
+        return st == MR_ERR_UNSUPPORTED ? 77 : 2;
     }
-    mr_backend be;
-    mr_backend_cpu_init(&be, threads);
     char desc[256];
     mr_allreduce_describe(ovl, desc, sizeof desc);
     FILE *jf = NULL;
     if (me == 0) {
+#ifdef MR_BENCH_CUDA
+        printf("# bench-overlap-gpu %s: %d ranks, a GPU each (CUDA fp32 GEMM, the device engine over NCCL), %s; "
+               "median of %d\n", label, P, desc, iters);
+        (void)cpu, (void)threads;
+#else
         printf("# bench-overlap %s: %d ranks, %d GEMM thread(s) a rank, %s; median of %d; %s\n", label, P, threads,
                desc, iters, cpu >= 0 ? "rank r pinned to allowed CPU r mod n" : "ranks not pinned");
+#endif
         printf("%-13s %6s %5s %6s %5s %11s %9s %11s %11s %9s %9s %9s\n", "shape", "tokens", "N", "K", "rows",
                "compute ms", "comm ms", "sequent. ms", "overlap ms", "ideal ms", "ovl/ideal", "seq/ideal");
         jf = bench_json_open(json);
@@ -162,6 +197,18 @@ int main(int argc, char **argv) {
             float *y = malloc((size_t)T * N * sizeof(float));
             ar_fill(x, (size_t)T * K, AR_NORMAL, 32, 11 + (uint64_t)me);
             ar_fill(w, (size_t)N * K, AR_NORMAL, 32, 97 + (uint64_t)me);
+#ifdef MR_BENCH_CUDA /* the same data on the device */
+            float *hx = x, *hw = w;
+            free(y);
+            x = be.ops->alloc(&be, (size_t)T * K * sizeof(float));
+            w = be.ops->alloc(&be, (size_t)N * K * sizeof(float));
+            y = be.ops->alloc(&be, (size_t)T * N * sizeof(float));
+            be.ops->upload(&be, x, hx, (size_t)T * K * sizeof(float));
+            be.ops->upload(&be, w, hw, (size_t)N * K * sizeof(float));
+            be.ops->zero(&be, y, (size_t)T * N);
+            be.ops->sync(&be);
+            free(hx), free(hw);
+#endif
             int rows = mr_allreduce_overlap_rows(ovl, T, N);
             run_ctx c = {&be, seq, y, x, w, T, N, K, rows ? rows : T, 0, seq, ovl};
             double tm[4];
@@ -182,13 +229,21 @@ int main(int argc, char **argv) {
                             t_seq * 1e3, t_ovl * 1e3, ideal * 1e3, mr_compression_name(o.compression));
                 }
             }
+#ifdef MR_BENCH_CUDA
+            be.ops->free(&be, x), be.ops->free(&be, w), be.ops->free(&be, y);
+#else
             free(x), free(w), free(y);
+#endif
         }
     }
     bench_json_close(jf);
     mr_allreduce_destroy(seq);
     mr_allreduce_destroy(ovl);
+#ifdef MR_BENCH_CUDA
+    mr_backend_cuda_free(&be);
+#else
     mr_backend_cpu_free(&be);
+#endif
     mr_comm_destroy(world);
     mr_comm_mpi_finalize();
     return 0;

@@ -205,6 +205,14 @@ if(TARGET bench-allreduce-gpu)
   set_tests_properties(bench-allreduce-gpu-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
                        RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "two_shot +int8")
 endif()
+if(TARGET bench-overlap-gpu)
+  add_test(NAME bench-overlap-gpu-smoke COMMAND env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+           MR_EMU_DEVICES=2 timeout 240 mpirun --oversubscribe --bind-to none -np 2
+           $<TARGET_FILE:bench-overlap-gpu> --shapes smollm2-down --tokens 48 --iters 1 --chunk-kib 1
+           --compression int8)
+  set_tests_properties(bench-overlap-gpu-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+                       RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "smollm2-down +48 +576 +768 +16")
+endif()
 
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA
 # backend: the CPU backend's output file byte for byte, fp32 weights, greedy.

@@ -303,8 +303,8 @@ if sys.argv[1] == "cuda" and not torch.cuda.is_available(): sys.exit("torch %s s
 }
 
 # bench-allreduce-gpu (issue 6's GPU rows: the device engine beside
-# ncclAllReduce and MPI_Allreduce) on 2 GPUs and on all of them (up to 8);
-# needs two GPUs, skipped with one.
+# ncclAllReduce and MPI_Allreduce) on 2 GPUs and on all of them (up to 8),
+# and bench-overlap-gpu on 2; they need two GPUs, skipped with one.
 allreduce_bench() {
   local BA=$WORK/build/bench/bench-allreduce-gpu n np t0 rc bad=0 slug
   n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
@@ -321,6 +321,17 @@ allreduce_bench() {
     if [ $rc = 0 ]; then note "bench-allreduce-gpu np $np | ok in $(secs "$t0") s: gpu-allreduce-$slug-np$np.{json,txt}"
     else bad=1; note "bench-allreduce-gpu np $np | FAIL exit $rc"; fi
     [ "$np" = 2 ] && [ "$n" = 2 ] && break
+  done
+  # bench-overlap-gpu: a tensor-parallel layer with and without overlap, 2 GPUs
+  for c in none int8; do
+    t0=$(date +%s)
+    env PATH="$P/bin:$PATH" LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" $OMPI_ENV \
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 900 mpirun --bind-to none -np 2 \
+      "$WORK/build/bench/bench-overlap-gpu" --tokens 256,1024,4096 --compression $c --label "$slug np2 $c" \
+      --json "$BENCH_DIR/gpu-overlap-$slug-np2-$c.json" > "$BENCH_DIR/gpu-overlap-$slug-np2-$c.txt" 2>&1; rc=$?
+    tail -14 "$BENCH_DIR/gpu-overlap-$slug-np2-$c.txt"
+    if [ $rc = 0 ]; then note "bench-overlap-gpu np 2 $c | ok in $(secs "$t0") s: gpu-overlap-$slug-np2-$c.{json,txt}"
+    else bad=1; note "bench-overlap-gpu np 2 $c | FAIL exit $rc"; fi
   done
   return $bad
 }
