@@ -32,6 +32,7 @@ if [ "${MR_TEST_EMU:-1}" = 1 ] && [ $# -eq 0 ]; then
   EMU=${MR_EMU_BUILD_DIR:-build-emu}
   echo "test: the CUDA backend on the CPU emulator ($EMU)"
   cmake -S . -B "$EMU" -DMR_CUDA_EMU=ON -DCMAKE_BUILD_TYPE=${MR_BUILD_TYPE:-RelWithDebInfo} >/dev/null
-  cmake --build "$EMU" -j"$(nproc)" --target test-emu test-gpu-ops check-reference moerun compare-logits
+  cmake --build "$EMU" -j"$(nproc)" --target test-emu test-emu-nccl test-gpu-ops test-nccl-comm check-reference \
+    moerun compare-logits bench-allreduce-gpu bench-overlap-gpu
   (cd "$EMU" && ctest --output-on-failure -j"$(nproc)" -L gpu)
 fi
