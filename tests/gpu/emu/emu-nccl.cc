@@ -256,6 +256,19 @@ ncclResult_t no_group(const char *call) {
     return ncclSuccess;
 }
 
+/* A collective's checks: communicator, stream, not in a group. */
+ncclResult_t collective(const char *call, ncclComm_t c, cudaStream_t stream) {
+    ncclResult_t r = check_comm(call, c, stream);
+    return r == ncclSuccess ? no_group(call) : r;
+}
+
+/* Its send buffer staged in, its receive buffer checked. */
+ncclResult_t stage_pair(const char *call, const void *send, size_t sbytes, void *recv, size_t rbytes, Staged &in,
+                        Staged &out) {
+    ncclResult_t r = stage(call, "sendbuff", send, sbytes, true, in);
+    return r == ncclSuccess ? stage(call, "recvbuff", recv, rbytes, false, out) : r;
+}
+
 } // namespace
 
 extern "C" {
@@ -360,17 +373,14 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *e) {
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t t, ncclRedOp_t op,
                            ncclComm_t c, cudaStream_t stream) {
     const char *call = "ncclAllReduce";
-    ncclResult_t r = check_comm(call, c, stream);
-    if (r == ncclSuccess) r = no_group(call);
+    ncclResult_t r = collective(call, c, stream);
     if (r != ncclSuccess) return r;
     if (mpi_type(t) == MPI_DATATYPE_NULL || mpi_op(op) == MPI_OP_NULL)
         return fail(ncclInvalidArgument, "%s: type %d, op %d: not in the emulator", call, (int)t, (int)op);
     if (count > (size_t)INT32_MAX) return fail(ncclInvalidUsage, "%s: count %zu over the emulator's 2^31", call, count);
     size_t bytes = count * type_size(t);
     Staged in, out;
-    if ((r = stage(call, "sendbuff", sendbuff, bytes, true, in)) != ncclSuccess ||
-        (r = stage(call, "recvbuff", recvbuff, bytes, false, out)) != ncclSuccess)
-        return r;
+    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes, in, out)) != ncclSuccess) return r;
     agree(c, call, 1, count, t, op, -1);
     MPI_Allreduce(in.host.data(), out.host.data(), (int)count, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -379,16 +389,13 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t t, ncclComm_t c,
                            cudaStream_t stream) {
     const char *call = "ncclAllGather";
-    ncclResult_t r = check_comm(call, c, stream);
-    if (r == ncclSuccess) r = no_group(call);
+    ncclResult_t r = collective(call, c, stream);
     if (r != ncclSuccess) return r;
     size_t bytes = sendcount * type_size(t);
     if (!type_size(t) || bytes > (size_t)INT32_MAX / (size_t)c->size)
         return fail(ncclInvalidArgument, "%s: type %d, count %zu", call, (int)t, sendcount);
     Staged in, out;
-    if ((r = stage(call, "sendbuff", sendbuff, bytes, true, in)) != ncclSuccess ||
-        (r = stage(call, "recvbuff", recvbuff, bytes * (size_t)c->size, false, out)) != ncclSuccess)
-        return r;
+    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes * (size_t)c->size, in, out)) != ncclSuccess) return r;
     agree(c, call, 2, sendcount, t, -1, -1);
     MPI_Allgather(in.host.data(), (int)bytes, MPI_BYTE, out.host.data(), (int)bytes, MPI_BYTE, c->mpi);
     return put(call, out, bytes * (size_t)c->size);
@@ -397,17 +404,14 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t t,
                                ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
     const char *call = "ncclReduceScatter";
-    ncclResult_t r = check_comm(call, c, stream);
-    if (r == ncclSuccess) r = no_group(call);
+    ncclResult_t r = collective(call, c, stream);
     if (r != ncclSuccess) return r;
     if (mpi_type(t) == MPI_DATATYPE_NULL || mpi_op(op) == MPI_OP_NULL ||
         recvcount > (size_t)INT32_MAX / (size_t)c->size)
         return fail(ncclInvalidArgument, "%s: type %d, op %d, count %zu", call, (int)t, (int)op, recvcount);
     size_t bytes = recvcount * type_size(t);
     Staged in, out;
-    if ((r = stage(call, "sendbuff", sendbuff, bytes * (size_t)c->size, true, in)) != ncclSuccess ||
-        (r = stage(call, "recvbuff", recvbuff, bytes, false, out)) != ncclSuccess)
-        return r;
+    if ((r = stage_pair(call, sendbuff, bytes * (size_t)c->size, recvbuff, bytes, in, out)) != ncclSuccess) return r;
     agree(c, call, 3, recvcount, t, op, -1);
     MPI_Reduce_scatter_block(in.host.data(), out.host.data(), (int)recvcount, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -416,8 +420,7 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t t, int root,
                            ncclComm_t c, cudaStream_t stream) {
     const char *call = "ncclBroadcast";
-    ncclResult_t r = check_comm(call, c, stream);
-    if (r == ncclSuccess) r = no_group(call);
+    ncclResult_t r = collective(call, c, stream);
     if (r != ncclSuccess) return r;
     size_t bytes = count * type_size(t);
     if (!type_size(t) || bytes > (size_t)INT32_MAX || root < 0 || root >= c->size)
