@@ -114,6 +114,9 @@ static cublasStatus_t gemm(const char *what, cublasHandle_t h, cublasOperation_t
         opened.push_back(a);
     }
     g_stats.gemms++;
+    order_issue(h->stream);
+    for (int i = 0, o = 0; i < 3; i++) /* opened[] holds the parts with bytes, in order; C is written */
+        if (parts[i].bytes) order_access(*opened[o++], parts[i].p, parts[i].bytes, h->stream, i == 2, what);
     std::vector<float> col(m);
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {

@@ -33,6 +33,19 @@ void open_alloc(Alloc &a);  /* readable and writable while used */
 void close_alloc(Alloc &a); /* PROT_NONE again when no one uses it */
 bool stream_ok(cudaStream_t s);
 
+/* Stream order (emu-runtime.cc, "stream order"): every operation is issued
+ * on a stream (order_issue, which returns nothing: it advances the stream
+ * and what it has been ordered after), then reports the device ranges it
+ * touches (order_access; a kernel's pointer arguments are one byte each,
+ * their extent being unknown).  An access that conflicts with another
+ * stream's (a write on either side, ranges overlapping) that this stream
+ * is not ordered after -- by an event it waited for, the legacy stream's
+ * implicit order, or the host having synchronised it before issuing -- is
+ * fatal, naming both.  MR_EMU_STREAM_CHECK=0 turns it off. */
+void order_issue(cudaStream_t s);
+void order_access(Alloc &a, const void *p, size_t bytes, cudaStream_t s, bool write, const char *what);
+void order_host_sync(cudaStream_t s); /* the host waited for s (cudaMemcpy and the like) */
+
 } // namespace mr_emu
 
 #define LOCK std::lock_guard<std::recursive_mutex> lk_(mr_emu::lock())

@@ -132,7 +132,10 @@ struct Staged {
     char *dev = nullptr;
 };
 
-ncclResult_t stage(const char *call, const char *what, const void *p, size_t bytes, bool in, Staged &s) {
+/* The range is also an access of `stream` (read when in, else written) for
+ * the emulator's stream-order check. */
+ncclResult_t stage(const char *call, const char *what, const void *p, size_t bytes, bool in, Staged &s,
+                   cudaStream_t stream) {
     s.host.assign(bytes ? bytes : 1, 0);
     s.dev = (char *)p;
     if (!bytes) return ncclSuccess;
@@ -140,6 +143,7 @@ ncclResult_t stage(const char *call, const char *what, const void *p, size_t byt
     char why[300];
     mr_emu::Alloc *a = mr_emu::range(p, bytes, why, sizeof why);
     if (!a) return fail(ncclInvalidArgument, "%s: %s is not device memory: %s", call, what, why);
+    mr_emu::order_access(*a, p, bytes, stream, !in, call);
     if (in) {
         mr_emu::open_alloc(*a);
         memcpy(s.host.data(), p, bytes);
@@ -188,6 +192,7 @@ struct P2p {
     size_t bytes;
     int peer;
     ncclComm_t comm;
+    cudaStream_t stream;
 };
 thread_local int g_depth;
 thread_local std::vector<P2p> g_group;
@@ -202,7 +207,11 @@ ncclResult_t run_p2p(std::vector<P2p> &ops) {
             return fail(ncclInvalidArgument, "%s: peer %d of a communicator of %d", call, o.peer, o.comm->size);
         if (o.bytes > (size_t)INT32_MAX)
             return fail(ncclInvalidUsage, "%s: %zu bytes: over the emulator's 2 GiB a message", call, o.bytes);
-        ncclResult_t r = stage(call, o.send ? "sendbuff" : "recvbuff", o.buf, o.bytes, o.send, st[i]);
+        {
+            LOCK;
+            mr_emu::order_issue(o.stream);
+        }
+        ncclResult_t r = stage(call, o.send ? "sendbuff" : "recvbuff", o.buf, o.bytes, o.send, st[i], o.stream);
         if (r != ncclSuccess) return r;
     }
     for (size_t i = 0; i < ops.size(); i++) {
@@ -240,7 +249,7 @@ ncclResult_t p2p(bool send, const void *buf, size_t count, ncclDataType_t t, int
     ncclResult_t r = check_comm(call, c, stream);
     if (r != ncclSuccess) return r;
     if (!type_size(t)) return fail(ncclInvalidArgument, "%s: data type %d", call, (int)t);
-    P2p o = {send, buf, count * type_size(t), peer, c};
+    P2p o = {send, buf, count * type_size(t), peer, c, stream};
     if (g_depth > 0) {
         g_group.push_back(o);
         return ncclSuccess;
@@ -256,17 +265,23 @@ ncclResult_t no_group(const char *call) {
     return ncclSuccess;
 }
 
-/* A collective's checks: communicator, stream, not in a group. */
+/* A collective's checks: communicator, stream, not in a group; then it is
+ * issued on the stream. */
 ncclResult_t collective(const char *call, ncclComm_t c, cudaStream_t stream) {
     ncclResult_t r = check_comm(call, c, stream);
-    return r == ncclSuccess ? no_group(call) : r;
+    if (r == ncclSuccess) r = no_group(call);
+    if (r == ncclSuccess) {
+        LOCK;
+        mr_emu::order_issue(stream);
+    }
+    return r;
 }
 
 /* Its send buffer staged in, its receive buffer checked. */
 ncclResult_t stage_pair(const char *call, const void *send, size_t sbytes, void *recv, size_t rbytes, Staged &in,
-                        Staged &out) {
-    ncclResult_t r = stage(call, "sendbuff", send, sbytes, true, in);
-    return r == ncclSuccess ? stage(call, "recvbuff", recv, rbytes, false, out) : r;
+                        Staged &out, cudaStream_t stream) {
+    ncclResult_t r = stage(call, "sendbuff", send, sbytes, true, in, stream);
+    return r == ncclSuccess ? stage(call, "recvbuff", recv, rbytes, false, out, stream) : r;
 }
 
 } // namespace
@@ -380,7 +395,7 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
     if (count > (size_t)INT32_MAX) return fail(ncclInvalidUsage, "%s: count %zu over the emulator's 2^31", call, count);
     size_t bytes = count * type_size(t);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes, in, out)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes, in, out, stream)) != ncclSuccess) return r;
     agree(c, call, 1, count, t, op, -1);
     MPI_Allreduce(in.host.data(), out.host.data(), (int)count, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -395,7 +410,7 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
     if (!type_size(t) || bytes > (size_t)INT32_MAX / (size_t)c->size)
         return fail(ncclInvalidArgument, "%s: type %d, count %zu", call, (int)t, sendcount);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes * (size_t)c->size, in, out)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes * (size_t)c->size, in, out, stream)) != ncclSuccess) return r;
     agree(c, call, 2, sendcount, t, -1, -1);
     MPI_Allgather(in.host.data(), (int)bytes, MPI_BYTE, out.host.data(), (int)bytes, MPI_BYTE, c->mpi);
     return put(call, out, bytes * (size_t)c->size);
@@ -411,7 +426,7 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
         return fail(ncclInvalidArgument, "%s: type %d, op %d, count %zu", call, (int)t, (int)op, recvcount);
     size_t bytes = recvcount * type_size(t);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes * (size_t)c->size, recvbuff, bytes, in, out)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, sendbuff, bytes * (size_t)c->size, recvbuff, bytes, in, out, stream)) != ncclSuccess) return r;
     agree(c, call, 3, recvcount, t, op, -1);
     MPI_Reduce_scatter_block(in.host.data(), out.host.data(), (int)recvcount, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -426,8 +441,8 @@ ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, n
     if (!type_size(t) || bytes > (size_t)INT32_MAX || root < 0 || root >= c->size)
         return fail(ncclInvalidArgument, "%s: type %d, count %zu, root %d", call, (int)t, count, root);
     Staged buf, out;
-    if (c->rank == root && (r = stage(call, "sendbuff", sendbuff, bytes, true, buf)) != ncclSuccess) return r;
-    if ((r = stage(call, "recvbuff", recvbuff, bytes, false, out)) != ncclSuccess) return r;
+    if (c->rank == root && (r = stage(call, "sendbuff", sendbuff, bytes, true, buf, stream)) != ncclSuccess) return r;
+    if ((r = stage(call, "recvbuff", recvbuff, bytes, false, out, stream)) != ncclSuccess) return r;
     agree(c, call, 4, count, t, -1, root);
     if (c->rank == root) out.host = buf.host;
     MPI_Bcast(out.host.data(), (int)bytes, MPI_BYTE, root, c->mpi);

@@ -23,10 +23,19 @@
  *     runs blocks and threads in the other order (a race that depends on
  *     it changes the result).
  *
+ *   - streams run work when it is issued, but their order is checked: an
+ *     operation touching device memory that another stream touched (one
+ *     of them writing) without an event wait or a host synchronisation
+ *     between them is fatal ("stream order", below; kernels' pointer
+ *     arguments count from where they point, one byte: their extent is
+ *     unknown, so a conflict inside a kernel's buffer is only seen against
+ *     a copy, a GEMM or NCCL, whose ranges are known).
+ *
  * It says nothing about speed, the GPU's memory model, warp scheduling or
- * real cuBLAS; streams are synchronous.  Environment: MR_EMU_SMS (SM count,
- * default 2, so grid-stride loops wrap), MR_EMU_ORDER, MR_EMU_FIBERS=always
- * (no learned no-barrier mode), MR_EMU_POISON_MIB, MR_EMU_STATS=1. */
+ * real cuBLAS.  Environment: MR_EMU_SMS (SM count, default 2, so grid-stride
+ * loops wrap), MR_EMU_ORDER, MR_EMU_FIBERS=always (no learned no-barrier
+ * mode), MR_EMU_POISON_MIB, MR_EMU_STATS=1, MR_EMU_STREAM_CHECK=0 (no order
+ * check). */
 #include "emu-internal.h"
 
 #include <errno.h>
@@ -93,12 +102,12 @@ bool env_is(const char *name, const char *value) {
 struct Config {
     int devices, sms;
     size_t poison_bytes;
-    bool fibers_always, reverse;
+    bool fibers_always, reverse, order_check;
 };
 const Config &config() {
     static const Config c = {env_int("MR_EMU_DEVICES", 1), env_int("MR_EMU_SMS", 2),
                              (size_t)env_int("MR_EMU_POISON_MIB", 32) << 20, env_is("MR_EMU_FIBERS", "always"),
-                             env_is("MR_EMU_ORDER", "reverse")};
+                             env_is("MR_EMU_ORDER", "reverse"), !env_is("MR_EMU_STREAM_CHECK", "0")};
     return c;
 }
 
@@ -440,6 +449,97 @@ std::unordered_map<const void *, bool> g_has_sync; /* learned per kernel */
 std::set<cudaStream_t> g_streams;
 std::set<cudaEvent_t> g_events;
 
+/* ---- stream order (emu-internal.h) ---------------------------------------
+ * Work runs when it is issued, so the emulator cannot show a missing
+ * dependency between streams by a wrong result; it checks the order
+ * instead.  Each stream counts its operations; a vector clock per stream,
+ * per event and for the host says up to which operation of every stream
+ * it is ordered after.  An operation issued on a stream is ordered after
+ * all the host has waited for; cudaEventRecord copies the stream's clock
+ * into the event, cudaStreamWaitEvent merges it into the waiting stream,
+ * the synchronisations merge a clock into the host's; the legacy stream
+ * (0) and blocking streams are ordered after each other.  Per allocation,
+ * the recent accesses (range, stream, operation, read or write) are kept
+ * until the host has waited for them. */
+typedef std::unordered_map<cudaStream_t, unsigned long long> Clock;
+struct StreamState {
+    unsigned long long seq = 0;
+    Clock vc;
+    bool blocking = true;
+};
+struct Access {
+    uintptr_t lo, hi;
+    cudaStream_t s;
+    unsigned long long seq;
+    bool write;
+    const char *what;
+};
+std::unordered_map<cudaStream_t, StreamState> g_ss;
+std::unordered_map<cudaEvent_t, Clock> g_ev;
+Clock g_host;
+std::unordered_map<int, std::vector<Access>> g_acc;
+
+static void merge(Clock &dst, const Clock &src) {
+    for (auto &kv : src)
+        if (kv.second > dst[kv.first]) dst[kv.first] = kv.second;
+}
+static unsigned long long known(const Clock &c, cudaStream_t s) {
+    auto it = c.find(s);
+    return it == c.end() ? 0 : it->second;
+}
+static void stream_name(cudaStream_t s, char *buf, size_t cap) {
+    if (!s) snprintf(buf, cap, "0 (the legacy default stream)");
+    else snprintf(buf, cap, "%p", (void *)s);
+}
+
+void order_issue(cudaStream_t s) {
+    if (!config().order_check) return;
+    StreamState &t = g_ss[s];
+    t.seq++;
+    merge(t.vc, g_host);
+    t.vc[s] = t.seq;
+    if (!t.blocking) return;
+    /* the legacy stream and blocking streams wait for each other */
+    for (auto &kv : g_ss)
+        if (kv.first != s && (s == 0 ? kv.second.blocking : kv.first == 0) && kv.second.seq > t.vc[kv.first])
+            t.vc[kv.first] = kv.second.seq;
+}
+
+void order_access(Alloc &a, const void *p, size_t bytes, cudaStream_t s, bool write, const char *what) {
+    if (!config().order_check) return;
+    StreamState &t = g_ss[s];
+    uintptr_t lo = (uintptr_t)p, hi = lo + (bytes ? bytes : 1);
+    std::vector<Access> &list = g_acc[a.id];
+    size_t keep = 0;
+    bool merged = false;
+    for (size_t i = 0; i < list.size(); i++) {
+        Access &e = list[i];
+        if (known(g_host, e.s) >= e.seq) continue; /* the host waited for it: every later operation is after */
+        if (e.s != s && (e.write || write) && e.lo < hi && lo < e.hi && known(t.vc, e.s) < e.seq) {
+            char sn[64], en[64];
+            stream_name(s, sn, sizeof sn);
+            stream_name(e.s, en, sizeof en);
+            fatal("stream order: %s on stream %s %s bytes [%zu, %zu) of allocation #%d, which %s on stream %s %s "
+                  "(its operation %llu) with no event wait or synchronisation between them: on a GPU they may run "
+                  "at the same time", what, sn, write ? "writes" : "reads", (size_t)(lo - (uintptr_t)a.user),
+                  (size_t)(hi - (uintptr_t)a.user), a.id, e.what, en, e.write ? "wrote" : "read", e.seq);
+        }
+        if (e.s == s && e.write == write && e.lo == lo && e.hi == hi) {
+            e.seq = t.seq;
+            e.what = what;
+            merged = true;
+        }
+        list[keep++] = e;
+    }
+    list.resize(keep);
+    if (!merged) list.push_back(Access{lo, hi, s, t.seq, write, what});
+}
+
+void order_host_sync(cudaStream_t s) {
+    if (!config().order_check) return;
+    merge(g_host, g_ss[s].vc);
+}
+
 } // namespace mr_emu
 
 bool mr_emu::stream_ok(cudaStream_t s) { return s == 0 || g_streams.count(s); }
@@ -485,7 +585,7 @@ uint64_t mr_emu_shfl(unsigned mask, uint64_t v, int src, int xmask, int width) {
 void *mr_emu_dyn_shared(void) { return g_smem; }
 
 void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
-                void (*body)(void *), void *arg, const void *const *ptrs, int nptrs) {
+                void (*body)(void *), void *arg, const void *const *ptrs, const bool *readonly, int nptrs) {
     std::lock_guard<std::recursive_mutex> lk(g_lock);
     install_handler();
     unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
@@ -507,6 +607,7 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
         return;
     }
     std::vector<Alloc *> opened;
+    order_issue(stream);
     for (int i = 0; i < nptrs; i++) {
         if (!ptrs[i]) continue;
         Alloc *a = find(ptrs[i]);
@@ -516,6 +617,7 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
             describe(ptrs[i], d, sizeof d);
             fatal("kernel %s: pointer argument %d: %s", name, i + 1, d);
         }
+        order_access(*a, ptrs[i], 0, stream, !readonly[i], name);
         opened.push_back(a);
         open_alloc(*a);
     }
@@ -662,7 +764,11 @@ cudaError_t cudaDeviceGetByPCIBusId(int *device, const char *busid) {
     return fail(cudaErrorInvalidDevice);
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    LOCK;
+    for (auto &kv : g_ss) order_host_sync(kv.first);
+    return cudaSuccess;
+}
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     LOCK;
@@ -707,6 +813,8 @@ cudaError_t cudaFree(void *p) {
         return fail(cudaErrorInvalidValue);
     }
     if (a->open) fatal("cudaFree of allocation #%d while a kernel or copy uses it", a->id);
+    for (auto &kv : g_ss) order_host_sync(kv.first); /* cudaFree waits for the device */
+    g_acc.erase(a->id);
     a->live = false;
     g_stats.frees++;
     madvise(a->base, a->pages * PG, MADV_DONTNEED); /* stays PROT_NONE: later use faults */
@@ -755,6 +863,11 @@ static cudaError_t copy2d(const char *what, void *dst, size_t dpitch, const void
               copy_side(what, "source", src, (height - 1) * spitch + width, sd, opened);
     g_stats.copies++;
     g_stats.copy_bytes += width * height;
+    if (ok) {
+        order_issue(s);
+        if (dd) order_access(*find(dst), dst, (height - 1) * dpitch + width, s, true, what);
+        if (sd) order_access(*find(src), src, (height - 1) * spitch + width, s, false, what);
+    }
     if (ok)
         for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
     for (Alloc *a : opened) close_alloc(*a);
@@ -762,7 +875,10 @@ static cudaError_t copy2d(const char *what, void *dst, size_t dpitch, const void
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    return copy2d("cudaMemcpy", dst, bytes, src, bytes, bytes, 1, kind, 0);
+    LOCK;
+    cudaError_t e = copy2d("cudaMemcpy", dst, bytes, src, bytes, bytes, 1, kind, 0);
+    order_host_sync(0); /* returns when done (as it does for the host buffers used here) */
+    return e;
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
     return copy2d("cudaMemcpyAsync", dst, bytes, src, bytes, bytes, 1, kind, s);
@@ -778,11 +894,18 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
     if (!bytes) return cudaSuccess;
     std::vector<Alloc *> opened;
     if (!copy_side("cudaMemset", "destination", p, bytes, true, opened)) return fail(cudaErrorInvalidValue);
+    order_issue(s);
+    order_access(*opened[0], p, bytes, s, true, "cudaMemset");
     memset(p, value, bytes);
     close_alloc(*opened[0]);
     return cudaSuccess;
 }
-cudaError_t cudaMemset(void *p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, 0); }
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    LOCK;
+    cudaError_t e = cudaMemsetAsync(p, value, bytes, 0);
+    order_host_sync(0);
+    return e;
+}
 
 /* Streams and events: work is done when it is issued, so they only need
  * to exist (one registry each). */
@@ -792,33 +915,52 @@ template <typename H> static cudaError_t handle_new(std::set<H> &reg, H *h) {
     reg.insert(*h);
     return cudaSuccess;
 }
+/* The handle's byte is never freed: a later handle never has its address
+ * (the stream-order state is keyed by it). */
 template <typename H> static cudaError_t handle_free(std::set<H> &reg, H h) {
     LOCK;
     if (!h || !reg.erase(h)) return fail(cudaErrorInvalidResourceHandle);
-    free(h);
     return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) { return handle_new(g_streams, s); }
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return handle_new(g_streams, s); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    LOCK;
+    cudaError_t e = handle_new(g_streams, s);
+    g_ss[*s].blocking = !(flags & cudaStreamNonBlocking);
+    return e;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) { return handle_free(g_streams, s); }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    LOCK;
+    if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+    order_host_sync(s);
+    return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     LOCK;
     (void)flags;
-    return stream_ok(s) && g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!stream_ok(s) || !g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+    if (config().order_check) merge(g_ss[s].vc, g_ev[e]);
+    return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) { return handle_new(g_events, e); }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return handle_new(g_events, e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { return handle_free(g_events, e); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     LOCK;
-    return stream_ok(s) && g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!stream_ok(s) || !g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+    if (config().order_check) {
+        StreamState &t = g_ss[s];
+        t.vc[s] = t.seq;
+        g_ev[e] = t.vc;
+    }
+    return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     LOCK;
-    return g_events.count(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+    if (config().order_check) merge(g_host, g_ev[e]);
+    return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }

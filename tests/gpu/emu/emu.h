@@ -98,10 +98,16 @@ typedef struct CUstream_st *cudaStream_t;
  * arguments (in order), checked to be device memory (or NULL) and opened
  * for the launch. */
 void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t shmem,
-                cudaStream_t stream, void (*body)(void *), void *arg, const void *const *ptrs, int nptrs);
+                cudaStream_t stream, void (*body)(void *), void *arg, const void *const *ptrs,
+                const bool *readonly, int nptrs);
 
-template <typename T> static inline void mr_emu_ptr(const void **out, int *n, const T &v) {
-    if constexpr (std::is_pointer<T>::value) out[(*n)++] = (const void *)v;
+/* A pointer argument, and whether the kernel may only read through it
+ * (pointer to const: the stream-order check counts it a read). */
+template <typename T> static inline void mr_emu_ptr(const void **out, bool *ro, int *n, const T &v) {
+    if constexpr (std::is_pointer<T>::value) {
+        ro[*n] = std::is_const<typename std::remove_pointer<T>::type>::value;
+        out[(*n)++] = (const void *)v;
+    }
 }
 
 template <typename... P> struct mr_emu_launcher {
@@ -120,14 +126,15 @@ template <typename... P> struct mr_emu_launcher {
             std::tuple<P...> args;
         } c{fn, std::tuple<P...>(static_cast<P>(std::forward<A>(a))...)};
         const void *ptrs[sizeof...(P) + 1];
+        bool ro[sizeof...(P) + 1];
         int n = 0;
-        std::apply([&](const P &...v) { (mr_emu_ptr(ptrs, &n, v), ...); }, c.args);
+        std::apply([&](const P &...v) { (mr_emu_ptr(ptrs, ro, &n, v), ...); }, c.args);
         mr_emu_run(name, (const void *)fn, grid, block, shmem, stream,
                    [](void *p) {
                        call *cc = (call *)p;
                        std::apply(cc->fn, cc->args);
                    },
-                   &c, ptrs, n);
+                   &c, ptrs, ro, n);
     }
 };
 

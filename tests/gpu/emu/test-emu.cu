@@ -280,6 +280,30 @@ static void bad_mask(void) {
     bad_mask_kernel<<<1, 32>>>(y);
 }
 
+/* Two non-blocking streams: a kernel on s2 reads what a kernel on s1
+ * wrote, with (ordered) or without an event between them. */
+static void two_streams(bool event) {
+    float *x = dev<float>(NULL, 32), *y = dev<float>(NULL, 32);
+    cudaStream_t s1, s2;
+    cudaEvent_t e;
+    cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+    cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    copy_kernel<<<1, 32, 0, s1>>>(y, x); /* writes x */
+    if (event) {
+        cudaEventRecord(e, s1);
+        cudaStreamWaitEvent(s2, e, 0);
+    }
+    copy_kernel<<<1, 32, 0, s2>>>(x, y); /* reads x */
+}
+static void unordered_streams(void) { two_streams(false); }
+static void ordered_streams(void) {
+    two_streams(true);
+    cudaDeviceSynchronize();
+    fprintf(stderr, "ordered: fine\n");
+    exit(3);
+}
+
 static void never(void) {
     int *y = dev<int>(NULL, 64);
     never_kernel<<<1, 64>>>(y);
@@ -296,6 +320,10 @@ int main(void) {
     expect_death("cudaMemcpy one float past the end", copy_past_end, "runs 4 bytes past the end");
     expect_death("lanes at __syncwarp with different masks", bad_mask, "masks");
     expect_death("a barrier that cannot complete", never, "deadlock");
+    expect_death("a kernel on another stream reads what one wrote, no event", unordered_streams,
+                 "with no event wait or synchronisation between them");
+    expect_death("the same with an event between them (exit 3 to show it ran through)", ordered_streams,
+                 "ordered: fine");
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
