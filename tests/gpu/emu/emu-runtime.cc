@@ -62,8 +62,8 @@ namespace mr_emu {
 const size_t PG = 4096;
 std::recursive_mutex g_lock;
 std::recursive_mutex &lock() { return g_lock; }
-cudaError_t g_last = cudaSuccess;
-int g_device = 0;
+thread_local cudaError_t g_last = cudaSuccess; /* per host thread, as in CUDA */
+thread_local int g_device = 0;           /* each thread starts on device 0 */
 
 void vwarn(const char *fmt, va_list ap) {
     fprintf(stderr, "E cuda-emu: ");
@@ -78,8 +78,6 @@ void warn(const char *fmt, ...) {
     va_end(ap);
 }
 
-/* A misuse the emulator stops at: the message, then abort. */
-[[noreturn]] void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -98,12 +96,6 @@ bool env_is(const char *name, const char *value) {
     return v && !strcmp(v, value);
 }
 
-/* The environment (file header), read once. */
-struct Config {
-    int devices, sms;
-    size_t poison_bytes;
-    bool fibers_always, reverse, order_check;
-};
 const Config &config() {
     static const Config c = {env_int("MR_EMU_DEVICES", 1), env_int("MR_EMU_SMS", 2),
                              (size_t)env_int("MR_EMU_POISON_MIB", 32) << 20, env_is("MR_EMU_FIBERS", "always"),
@@ -446,105 +438,6 @@ void smem_prepare(size_t bytes) {
 }
 
 std::unordered_map<const void *, bool> g_has_sync; /* learned per kernel */
-std::set<cudaStream_t> g_streams;
-std::set<cudaEvent_t> g_events;
-
-/* ---- stream order (emu-internal.h) ---------------------------------------
- * Work runs when it is issued, so the emulator cannot show a missing
- * dependency between streams by a wrong result; it checks the order
- * instead.  Each stream counts its operations; a vector clock per stream,
- * per event and for the host says up to which operation of every stream
- * it is ordered after.  An operation issued on a stream is ordered after
- * all the host has waited for; cudaEventRecord copies the stream's clock
- * into the event, cudaStreamWaitEvent merges it into the waiting stream,
- * the synchronisations merge a clock into the host's; the legacy stream
- * (0) and blocking streams are ordered after each other.  Per allocation,
- * the recent accesses (range, stream, operation, read or write) are kept
- * until the host has waited for them. */
-typedef std::unordered_map<cudaStream_t, unsigned long long> Clock;
-struct StreamState {
-    unsigned long long seq = 0;
-    Clock vc;
-    bool blocking = true;
-};
-struct Access {
-    uintptr_t lo, hi;
-    cudaStream_t s;
-    unsigned long long seq;
-    bool write;
-    const char *what;
-};
-std::unordered_map<cudaStream_t, StreamState> g_ss;
-std::unordered_map<cudaEvent_t, Clock> g_ev;
-Clock g_host;
-std::unordered_map<int, std::vector<Access>> g_acc;
-
-static void merge(Clock &dst, const Clock &src) {
-    for (auto &kv : src)
-        if (kv.second > dst[kv.first]) dst[kv.first] = kv.second;
-}
-static unsigned long long known(const Clock &c, cudaStream_t s) {
-    auto it = c.find(s);
-    return it == c.end() ? 0 : it->second;
-}
-static void stream_name(cudaStream_t s, char *buf, size_t cap) {
-    if (!s) snprintf(buf, cap, "0 (the legacy default stream)");
-    else snprintf(buf, cap, "%p", (void *)s);
-}
-
-void order_issue(cudaStream_t s) {
-    if (!config().order_check) return;
-    StreamState &t = g_ss[s];
-    t.seq++;
-    merge(t.vc, g_host);
-    t.vc[s] = t.seq;
-    if (!t.blocking) return;
-    /* the legacy stream and blocking streams wait for each other */
-    for (auto &kv : g_ss)
-        if (kv.first != s && (s == 0 ? kv.second.blocking : kv.first == 0) && kv.second.seq > t.vc[kv.first])
-            t.vc[kv.first] = kv.second.seq;
-}
-
-void order_access(Alloc &a, const void *p, size_t bytes, cudaStream_t s, bool write, const char *what) {
-    if (!config().order_check) return;
-    StreamState &t = g_ss[s];
-    uintptr_t lo = (uintptr_t)p, hi = lo + (bytes ? bytes : 1);
-    std::vector<Access> &list = g_acc[a.id];
-    size_t keep = 0;
-    bool merged = false;
-    for (size_t i = 0; i < list.size(); i++) {
-        Access &e = list[i];
-        if (known(g_host, e.s) >= e.seq) continue; /* the host waited for it: every later operation is after */
-        if (e.s != s && (e.write || write) && e.lo < hi && lo < e.hi && known(t.vc, e.s) < e.seq) {
-            char sn[64], en[64];
-            stream_name(s, sn, sizeof sn);
-            stream_name(e.s, en, sizeof en);
-            fatal("stream order: %s on stream %s %s bytes [%zu, %zu) of allocation #%d, which %s on stream %s %s "
-                  "(its operation %llu) with no event wait or synchronisation between them: on a GPU they may run "
-                  "at the same time", what, sn, write ? "writes" : "reads", (size_t)(lo - (uintptr_t)a.user),
-                  (size_t)(hi - (uintptr_t)a.user), a.id, e.what, en, e.write ? "wrote" : "read", e.seq);
-        }
-        if (e.s == s && e.write == write && e.lo == lo && e.hi == hi) {
-            e.seq = t.seq;
-            e.what = what;
-            merged = true;
-        }
-        list[keep++] = e;
-    }
-    list.resize(keep);
-    if (!merged) list.push_back(Access{lo, hi, s, t.seq, write, what});
-}
-
-void order_host_sync(cudaStream_t s) {
-    if (!config().order_check) return;
-    merge(g_host, g_ss[s].vc);
-}
-
-} // namespace mr_emu
-
-bool mr_emu::stream_ok(cudaStream_t s) { return s == 0 || g_streams.count(s); }
-
-namespace mr_emu {
 
 } // namespace mr_emu
 
@@ -606,6 +499,12 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
         g_last = cudaErrorInvalidResourceHandle;
         return;
     }
+    if (stream_device(stream) != g_device) { /* CUDA refuses it: the stream is another device's */
+        warn("kernel %s: launched on a stream of device %d while device %d is current", name, stream_device(stream),
+             g_device);
+        g_last = cudaErrorInvalidResourceHandle;
+        return;
+    }
     std::vector<Alloc *> opened;
     order_issue(stream);
     for (int i = 0; i < nptrs; i++) {
@@ -617,6 +516,9 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
             describe(ptrs[i], d, sizeof d);
             fatal("kernel %s: pointer argument %d: %s", name, i + 1, d);
         }
+        if (a->device != g_device)
+            fatal("kernel %s on device %d: pointer argument %d is memory of device %d, which a kernel cannot reach "
+                  "without peer access (cudaSetDevice missing in this thread?)", name, g_device, i + 1, a->device);
         order_access(*a, ptrs[i], 0, stream, !readonly[i], name);
         opened.push_back(a);
         open_alloc(*a);
@@ -658,10 +560,11 @@ void mr_emu_run(const char *name, const void *key, dim3 grid, dim3 block, size_t
 /* ---- the runtime API ---------------------------------------------------- */
 
 
-static cudaError_t fail(cudaError_t e) {
+cudaError_t mr_emu::set_error(cudaError_t e) {
     g_last = e;
     return e;
 }
+static cudaError_t fail(cudaError_t e) { return set_error(e); }
 
 cudaError_t cudaGetLastError(void) {
     LOCK;
@@ -706,6 +609,7 @@ const char *cudaGetErrorString(cudaError_t e) {
 }
 
 static int ndevices() { return config().devices; }
+int mr_emu::current_device() { return g_device; }
 
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = ndevices();
@@ -766,7 +670,7 @@ cudaError_t cudaDeviceGetByPCIBusId(int *device, const char *busid) {
 
 cudaError_t cudaDeviceSynchronize(void) {
     LOCK;
-    for (auto &kv : g_ss) order_host_sync(kv.first);
+    host_sync_all();
     return cudaSuccess;
 }
 
@@ -786,6 +690,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     a.id = ++g_next_id;
     a.live = true;
     a.open = 0;
+    a.device = g_device;
     g_cursor += (pages + 1) * PG;
     /* Poison the first MR_EMU_POISON_MIB (32) MiB: all of most buffers, the
      * first slots of a KV cache; the rest stays untouched (zero pages),
@@ -813,8 +718,8 @@ cudaError_t cudaFree(void *p) {
         return fail(cudaErrorInvalidValue);
     }
     if (a->open) fatal("cudaFree of allocation #%d while a kernel or copy uses it", a->id);
-    for (auto &kv : g_ss) order_host_sync(kv.first); /* cudaFree waits for the device */
-    g_acc.erase(a->id);
+    host_sync_all(); /* cudaFree waits for the device */
+    order_forget(a->id);
     a->live = false;
     g_stats.frees++;
     madvise(a->base, a->pages * PG, MADV_DONTNEED); /* stays PROT_NONE: later use faults */
@@ -907,60 +812,3 @@ cudaError_t cudaMemset(void *p, int value, size_t bytes) {
     return e;
 }
 
-/* Streams and events: work is done when it is issued, so they only need
- * to exist (one registry each). */
-template <typename H> static cudaError_t handle_new(std::set<H> &reg, H *h) {
-    LOCK;
-    *h = (H)malloc(1);
-    reg.insert(*h);
-    return cudaSuccess;
-}
-/* The handle's byte is never freed: a later handle never has its address
- * (the stream-order state is keyed by it). */
-template <typename H> static cudaError_t handle_free(std::set<H> &reg, H h) {
-    LOCK;
-    if (!h || !reg.erase(h)) return fail(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
-}
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
-    LOCK;
-    cudaError_t e = handle_new(g_streams, s);
-    g_ss[*s].blocking = !(flags & cudaStreamNonBlocking);
-    return e;
-}
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
-cudaError_t cudaStreamDestroy(cudaStream_t s) { return handle_free(g_streams, s); }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    LOCK;
-    if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
-    order_host_sync(s);
-    return cudaSuccess;
-}
-cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
-    LOCK;
-    (void)flags;
-    if (!stream_ok(s) || !g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
-    if (config().order_check) merge(g_ss[s].vc, g_ev[e]);
-    return cudaSuccess;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) { return handle_new(g_events, e); }
-cudaError_t cudaEventCreate(cudaEvent_t *e) { return handle_new(g_events, e); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { return handle_free(g_events, e); }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    LOCK;
-    if (!stream_ok(s) || !g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
-    if (config().order_check) {
-        StreamState &t = g_ss[s];
-        t.vc[s] = t.seq;
-        g_ev[e] = t.vc;
-    }
-    return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    LOCK;
-    if (!g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
-    if (config().order_check) merge(g_host, g_ev[e]);
-    return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }

@@ -33,6 +33,7 @@ endfunction()
 
 file(GLOB MR_EMU_CU CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu)
 mr_emu_rewrite(MR_EMU_GEN ${MR_EMU_CU})
-add_library(mr_kernels_cuda STATIC ${MR_EMU_GEN} ${MR_EMU_DIR}/emu-runtime.cc ${MR_EMU_DIR}/emu-cublas.cc)
+add_library(mr_kernels_cuda STATIC ${MR_EMU_GEN} ${MR_EMU_DIR}/emu-runtime.cc ${MR_EMU_DIR}/emu-stream.cc
+  ${MR_EMU_DIR}/emu-cublas.cc)
 mr_emu_target(mr_kernels_cuda)
 target_include_directories(mr_kernels_cuda PUBLIC ${PROJECT_SOURCE_DIR})
