@@ -42,6 +42,7 @@ struct mr_emu_nccl_comm {
     MPI_Comm mpi;
     int rank, size;
     unsigned long long ops; /* collectives so far: named in a mismatch */
+    int device;             /* current at ncclCommInitRank: its buffers and streams are that device's */
 };
 
 namespace {
@@ -135,7 +136,7 @@ struct Staged {
 /* The range is also an access of `stream` (read when in, else written) for
  * the emulator's stream-order check. */
 ncclResult_t stage(const char *call, const char *what, const void *p, size_t bytes, bool in, Staged &s,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, ncclComm_t c) {
     s.host.assign(bytes ? bytes : 1, 0);
     s.dev = (char *)p;
     if (!bytes) return ncclSuccess;
@@ -143,6 +144,9 @@ ncclResult_t stage(const char *call, const char *what, const void *p, size_t byt
     char why[300];
     mr_emu::Alloc *a = mr_emu::range(p, bytes, why, sizeof why);
     if (!a) return fail(ncclInvalidArgument, "%s: %s is not device memory: %s", call, what, why);
+    if (a->device != c->device)
+        return fail(ncclInvalidArgument, "%s: %s is memory of device %d, the communicator's device is %d", call, what,
+                    a->device, c->device);
     mr_emu::order_access(*a, p, bytes, stream, !in, call);
     if (in) {
         mr_emu::open_alloc(*a);
@@ -168,6 +172,9 @@ ncclResult_t check_comm(const char *call, ncclComm_t c, cudaStream_t stream) {
     if (!c) return fail(ncclInvalidArgument, "%s: NULL communicator", call);
     LOCK;
     if (!mr_emu::stream_ok(stream)) return fail(ncclInvalidArgument, "%s: not a stream of this device", call);
+    if (stream && mr_emu::stream_device(stream) != c->device)
+        return fail(ncclInvalidArgument, "%s: a stream of device %d, the communicator's device is %d", call,
+                    mr_emu::stream_device(stream), c->device);
     return ncclSuccess;
 }
 
@@ -211,7 +218,7 @@ ncclResult_t run_p2p(std::vector<P2p> &ops) {
             LOCK;
             mr_emu::order_issue(o.stream);
         }
-        ncclResult_t r = stage(call, o.send ? "sendbuff" : "recvbuff", o.buf, o.bytes, o.send, st[i], o.stream);
+        ncclResult_t r = stage(call, o.send ? "sendbuff" : "recvbuff", o.buf, o.bytes, o.send, st[i], o.stream, o.comm);
         if (r != ncclSuccess) return r;
     }
     for (size_t i = 0; i < ops.size(); i++) {
@@ -278,10 +285,10 @@ ncclResult_t collective(const char *call, ncclComm_t c, cudaStream_t stream) {
 }
 
 /* Its send buffer staged in, its receive buffer checked. */
-ncclResult_t stage_pair(const char *call, const void *send, size_t sbytes, void *recv, size_t rbytes, Staged &in,
-                        Staged &out, cudaStream_t stream) {
-    ncclResult_t r = stage(call, "sendbuff", send, sbytes, true, in, stream);
-    return r == ncclSuccess ? stage(call, "recvbuff", recv, rbytes, false, out, stream) : r;
+ncclResult_t stage_pair(const char *call, ncclComm_t c, const void *send, size_t sbytes, void *recv, size_t rbytes,
+                        Staged &in, Staged &out, cudaStream_t stream) {
+    ncclResult_t r = stage(call, "sendbuff", send, sbytes, true, in, stream, c);
+    return r == ncclSuccess ? stage(call, "recvbuff", recv, rbytes, false, out, stream, c) : r;
 }
 
 } // namespace
@@ -368,7 +375,12 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     MPI_Comm_rank(mc, &r);
     if (r != rank) die("ncclCommInitRank: rank %d came out as %d", rank, r);
     MPI_Comm_set_errhandler(mc, MPI_ERRORS_RETURN); /* a truncated receive is explained, not fatal */
-    ncclComm_t c = new mr_emu_nccl_comm{mc, rank, nranks, 0};
+    int dev = 0;
+    {
+        LOCK;
+        dev = mr_emu::current_device();
+    }
+    ncclComm_t c = new mr_emu_nccl_comm{mc, rank, nranks, 0, dev};
     *comm = c;
     return ncclSuccess;
 }
@@ -395,7 +407,7 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
     if (count > (size_t)INT32_MAX) return fail(ncclInvalidUsage, "%s: count %zu over the emulator's 2^31", call, count);
     size_t bytes = count * type_size(t);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes, in, out, stream)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, c, sendbuff, bytes, recvbuff, bytes, in, out, stream)) != ncclSuccess) return r;
     agree(c, call, 1, count, t, op, -1);
     MPI_Allreduce(in.host.data(), out.host.data(), (int)count, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -410,7 +422,8 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
     if (!type_size(t) || bytes > (size_t)INT32_MAX / (size_t)c->size)
         return fail(ncclInvalidArgument, "%s: type %d, count %zu", call, (int)t, sendcount);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes, recvbuff, bytes * (size_t)c->size, in, out, stream)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, c, sendbuff, bytes, recvbuff, bytes * (size_t)c->size, in, out, stream)) != ncclSuccess)
+        return r;
     agree(c, call, 2, sendcount, t, -1, -1);
     MPI_Allgather(in.host.data(), (int)bytes, MPI_BYTE, out.host.data(), (int)bytes, MPI_BYTE, c->mpi);
     return put(call, out, bytes * (size_t)c->size);
@@ -426,7 +439,8 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
         return fail(ncclInvalidArgument, "%s: type %d, op %d, count %zu", call, (int)t, (int)op, recvcount);
     size_t bytes = recvcount * type_size(t);
     Staged in, out;
-    if ((r = stage_pair(call, sendbuff, bytes * (size_t)c->size, recvbuff, bytes, in, out, stream)) != ncclSuccess) return r;
+    if ((r = stage_pair(call, c, sendbuff, bytes * (size_t)c->size, recvbuff, bytes, in, out, stream)) != ncclSuccess)
+        return r;
     agree(c, call, 3, recvcount, t, op, -1);
     MPI_Reduce_scatter_block(in.host.data(), out.host.data(), (int)recvcount, mpi_type(t), mpi_op(op), c->mpi);
     return put(call, out, bytes);
@@ -441,8 +455,9 @@ ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, n
     if (!type_size(t) || bytes > (size_t)INT32_MAX || root < 0 || root >= c->size)
         return fail(ncclInvalidArgument, "%s: type %d, count %zu, root %d", call, (int)t, count, root);
     Staged buf, out;
-    if (c->rank == root && (r = stage(call, "sendbuff", sendbuff, bytes, true, buf, stream)) != ncclSuccess) return r;
-    if ((r = stage(call, "recvbuff", recvbuff, bytes, false, out, stream)) != ncclSuccess) return r;
+    if (c->rank == root && (r = stage(call, "sendbuff", sendbuff, bytes, true, buf, stream, c)) != ncclSuccess)
+        return r;
+    if ((r = stage(call, "recvbuff", recvbuff, bytes, false, out, stream, c)) != ncclSuccess) return r;
     agree(c, call, 4, count, t, -1, root);
     if (c->rank == root) out.host = buf.host;
     MPI_Bcast(out.host.data(), (int)bytes, MPI_BYTE, root, c->mpi);

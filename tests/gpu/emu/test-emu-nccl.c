@@ -127,6 +127,26 @@ static void test_refusals(ncclComm_t c, cudaStream_t s) {
     r = ncclBroadcast(d, d, 4, ncclFloat32, 0, c, s);
     CHECK(r == ncclInvalidArgument && mr_test_contains(ncclGetLastError(c), "FREED"), "freed: %s",
           ncclGetLastError(c));
+    /* the communicator is device 0's (MR_EMU_DEVICES=2 in the ctest) */
+    int ndev = 0;
+    cudaGetDeviceCount(&ndev);
+    if (ndev > 1) {
+        cudaStream_t s1;
+        cudaSetDevice(1);
+        float *d1 = dev(4 * sizeof(float));
+        cudaStreamCreate(&s1);
+        r = ncclAllReduce(d1, d1, 4, ncclFloat32, ncclSum, c, s);
+        CHECK(r == ncclInvalidArgument && mr_test_contains(ncclGetLastError(c), "memory of device 1"),
+              "a buffer of device 1: %s", ncclGetLastError(c));
+        cudaSetDevice(0);
+        d = dev(4 * sizeof(float));
+        r = ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, c, s1);
+        CHECK(r == ncclInvalidArgument && mr_test_contains(ncclGetLastError(c), "a stream of device 1"),
+              "a stream of device 1: %s", ncclGetLastError(c));
+        cudaFree(d);
+        cudaFree(d1);
+        cudaStreamDestroy(s1);
+    }
     ncclUniqueId zero;
     memset(&zero, 0, sizeof zero);
     ncclComm_t bad = NULL;

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int failed, passed;
@@ -221,6 +223,16 @@ static void test_gemm(void) {
     for (int i = 0; i < M * N; i++) ok &= y[i] == want[i] - 100.0f;
     CHECK(ok, "GemmEx bf16 T,N with beta 0 over NaN");
 
+    /* bf16 C: 1 + 2^-8 (+ 2^-9) rounds to nearest even: 1 and 1 + 2^-7 */
+    uint16_t a2[2] = {0x3f80, 0x3f80}, b2[4] = {0x3f80, 0x3b80, 0x3f80, 0x3bc0}, c2[2];
+    uint16_t *da2 = dev(a2, 2), *db2 = dev(b2, 4), *dc2 = dev<uint16_t>(NULL, 2);
+    CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 2, 2, &one, da2, CUDA_R_16BF, 1, db2, CUDA_R_16BF, 2, &zero,
+                       dc2, CUDA_R_16BF, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS,
+          "GemmEx bf16 -> bf16");
+    get(c2, dc2, 2);
+    CHECK(c2[0] == 0x3f80 && c2[1] == 0x3f81, "bf16 C rounded to nearest even (%#x, %#x; want 0x3f80, 0x3f81)",
+          c2[0], c2[1]);
+
     /* A column-major 2x2 product inside larger leading dimensions, N,N */
     float A[3 * 2] = {1, 2, -9, 3, 4, -9}, B[2 * 2] = {5, 6, 7, 8}, C[2 * 2];
     float *dA = dev(A, 6), *dB = dev(B, 4), *dC = dev<float>(NULL, 4);
@@ -233,6 +245,52 @@ static void test_gemm(void) {
     CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 3, 2, 2, &one, dA, 2, dB, 2, &zero, dC, 3) ==
               CUBLAS_STATUS_INVALID_VALUE, "lda < m refused");
     cublasDestroy(h);
+}
+
+/* Timing events: the elapsed time between two records is what the host
+ * waited between them (work runs when issued); an event that was never
+ * recorded or does not time is an invalid handle, as in CUDA. */
+static void test_events(void) {
+    cudaEvent_t a, b, quiet;
+    float ms = -1.0f;
+    CHECK(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess &&
+              cudaEventCreateWithFlags(&quiet, cudaEventDisableTiming) == cudaSuccess, "events created");
+    CHECK(cudaEventRecord(a) == cudaSuccess, "record a");
+    CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidResourceHandle, "b never recorded: refused");
+    CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle, "and the error is the last one");
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    CHECK(cudaEventRecord(b) == cudaSuccess && cudaEventSynchronize(b) == cudaSuccess, "record b");
+    CHECK(cudaEventElapsedTime(&ms, a, b) == cudaSuccess && ms >= 19.0f && ms < 2000.0f,
+          "20 ms between the records (got %g ms)", (double)ms);
+    CHECK(cudaEventRecord(quiet) == cudaSuccess, "a non-timing event records");
+    CHECK(cudaEventElapsedTime(&ms, a, quiet) == cudaErrorInvalidResourceHandle, "non-timing event refused");
+    cudaGetLastError();
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaEventDestroy(quiet);
+}
+
+/* Devices (MR_EMU_DEVICES=2, set by main): a stream and an event belong
+ * to the device current at their creation, as in CUDA; a launch on another
+ * device's stream and a record of an event into one are refused. */
+static void test_devices(void) {
+    cudaStream_t s0;
+    cudaEvent_t e1;
+    float *x0 = dev<float>(NULL, 32), *y0 = dev<float>(NULL, 32);
+    CHECK(cudaStreamCreateWithFlags(&s0, cudaStreamNonBlocking) == cudaSuccess, "a stream on device 0");
+    CHECK(cudaSetDevice(1) == cudaSuccess, "device 1 current");
+    CHECK(cudaEventCreate(&e1) == cudaSuccess, "an event on device 1");
+    copy_kernel<<<1, 32, 0, s0>>>(x0, y0);
+    CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle, "launch on device 0's stream from device 1 refused");
+    CHECK(cudaEventRecord(e1, s0) == cudaErrorInvalidResourceHandle, "device 1's event on device 0's stream refused");
+    cudaGetLastError();
+    int d = -1;
+    CHECK(cudaSetDevice(0) == cudaSuccess && cudaGetDevice(&d) == cudaSuccess && d == 0, "back on device 0");
+    copy_kernel<<<1, 32, 0, s0>>>(x0, y0);
+    CHECK(cudaGetLastError() == cudaSuccess && cudaStreamSynchronize(s0) == cudaSuccess, "launch on its own device");
+    cudaEventDestroy(e1);
+    cudaStreamDestroy(s0);
 }
 
 /* ---- misuse (each in a child) ------------------------------------------- */
@@ -275,6 +333,29 @@ static void copy_past_end(void) {
     if (e != cudaSuccess) exit(1);
 }
 
+/* A kernel on device 1 given device 0's memory: no peer access. */
+static void other_device_memory(void) {
+    float *x0 = dev<float>(NULL, 32), *y0 = dev<float>(NULL, 32);
+    cudaSetDevice(1);
+    copy_kernel<<<1, 32>>>(x0, y0);
+}
+
+/* A new host thread starts on device 0 (as in CUDA): one that launches
+ * without cudaSetDevice reaches memory of device 1 from device 0. */
+static float *g_x1, *g_y1;
+static void *thread_launch(void *) {
+    copy_kernel<<<1, 32>>>(g_x1, g_y1);
+    return NULL;
+}
+static void thread_without_set_device(void) {
+    cudaSetDevice(1);
+    g_x1 = dev<float>(NULL, 32);
+    g_y1 = dev<float>(NULL, 32);
+    pthread_t t;
+    pthread_create(&t, NULL, thread_launch, NULL);
+    pthread_join(t, NULL);
+}
+
 static void bad_mask(void) {
     int *y = dev<int>(NULL, 32);
     bad_mask_kernel<<<1, 32>>>(y);
@@ -310,14 +391,20 @@ static void never(void) {
 }
 
 int main(void) {
+    setenv("MR_EMU_DEVICES", "2", 1); /* before the emulator reads it: test_devices needs two */
     test_semantics();
     test_gemm();
+    test_events();
+    test_devices();
     expect_death("kernel reads one float past its buffer", past_end, "past its end");
     expect_death("host reads device memory", host_reads_device, "the host touched device memory");
     expect_death("host pointer passed to a kernel", host_pointer_arg, "not device memory");
     expect_death("kernel uses freed memory", use_after_free, "FREED");
     expect_death("cudaMemcpy device->device as HostToDevice", wrong_kind, "should be host memory");
     expect_death("cudaMemcpy one float past the end", copy_past_end, "runs 4 bytes past the end");
+    expect_death("a kernel on device 1 reads device 0's memory", other_device_memory, "is memory of device 0");
+    expect_death("a thread launches without cudaSetDevice", thread_without_set_device,
+                 "on device 0: pointer argument 1 is memory of device 1");
     expect_death("lanes at __syncwarp with different masks", bad_mask, "masks");
     expect_death("a barrier that cannot complete", never, "deadlock");
     expect_death("a kernel on another stream reads what one wrote, no event", unordered_streams,
