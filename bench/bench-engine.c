@@ -116,14 +116,14 @@ static void cpu_floors(floors *f, int threads) {
 /* The GPU's floors, measured before the model takes the memory: the read
  * kernel is the bandwidth of streaming weights (they are read, not copied);
  * the GEMM rate is cuBLAS's for the weights' type. */
-static int cuda_floors(floors *f, int device, mr_weight_type wt) {
+static int cuda_floors(floors *f, int device, mr_weight_type wt, int mib, int gemm) {
     char err[512];
     mr_gpu_floor rd, cp, g32, g16;
     memset(f, 0, sizeof *f);
-    if (mr_gpu_floor_measure(device, MR_GPU_FLOOR_READ, (size_t)2 << 30, &rd, err, sizeof err) ||
-        mr_gpu_floor_measure(device, MR_GPU_FLOOR_MEMCPY, (size_t)2 << 30, &cp, err, sizeof err) ||
-        mr_gpu_floor_measure(device, MR_GPU_FLOOR_GEMM_F32, 8192, &g32, err, sizeof err) ||
-        mr_gpu_floor_measure(device, MR_GPU_FLOOR_GEMM_BF16_F32, 8192, &g16, err, sizeof err)) {
+    if (mr_gpu_floor_measure(device, MR_GPU_FLOOR_READ, (size_t)mib << 20, &rd, err, sizeof err) ||
+        mr_gpu_floor_measure(device, MR_GPU_FLOOR_MEMCPY, (size_t)mib << 20, &cp, err, sizeof err) ||
+        mr_gpu_floor_measure(device, MR_GPU_FLOOR_GEMM_F32, (size_t)gemm, &g32, err, sizeof err) ||
+        mr_gpu_floor_measure(device, MR_GPU_FLOOR_GEMM_BF16_F32, (size_t)gemm, &g16, err, sizeof err)) {
         fprintf(stderr, "bench-engine: GPU floors: %s\n", err);
         return -1;
     }
@@ -285,7 +285,7 @@ static int config_only(const char *dir, int nslots, int ctx) {
 static void usage(FILE *f) {
     fprintf(f, "usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--backend cpu|cuda] [--device N] "
                "[--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128] [--prefill-batch 4] [--steps 16] "
-               "[--generate N] [--threads N] [--json FILE] [--config-only]\n");
+               "[--generate N] [--threads N] [--json FILE] [--config-only] [--floor-mib 2048] [--floor-gemm 8192]\n");
 }
 
 static int pick(const char *arg, const char *const *names, int n, const char *opt) {
@@ -373,14 +373,15 @@ int main(int argc, char **argv) {
     mr_cpu_blas_core_check(argv, 1); /* may restart this program (kernels/cpu/cpu-blas-core.c) */
     const char *model_dir = NULL, *json_path = NULL, *batches = "1,8,64";
     int config = 0, synthetic = 0, prompt = 128, steps = 16, threads = 0, generate = 0, device = 0, pbatch = 4;
-    int det = 0;
+    int det = 0, floor_mib = 2048, floor_gemm = 8192; /* the GPU floors' buffer and GEMM sizes */
     backend_kind bk = BACKEND_CPU;
     mr_weight_type wt = MR_WEIGHTS_FP32;
     static const struct option lo[] = {
         {"model", 1, 0, 'm'},   {"synthetic", 0, 0, 's'}, {"batches", 1, 0, 'b'},       {"prompt", 1, 0, 'p'},
         {"steps", 1, 0, 'n'},   {"threads", 1, 0, 't'},   {"json", 1, 0, 'j'},          {"help", 0, 0, 'h'},
         {"generate", 1, 0, 'g'}, {"backend", 1, 0, 'B'},  {"device", 1, 0, 'd'},        {"weights", 1, 0, 'w'},
-        {"prefill-batch", 1, 0, 'P'}, {"config-only", 0, 0, 'C'}, {"deterministic", 0, 0, 'D'}, {0, 0, 0, 0}};
+        {"prefill-batch", 1, 0, 'P'}, {"config-only", 0, 0, 'C'}, {"deterministic", 0, 0, 'D'},
+        {"floor-mib", 1, 0, 'F'}, {"floor-gemm", 1, 0, 'G'}, {0, 0, 0, 0}};
     int c, v;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
@@ -396,6 +397,8 @@ int main(int argc, char **argv) {
         case 'g': generate = atoi(optarg); break;
         case 'd': device = atoi(optarg); break;
         case 'P': if (positive(optarg, "--prefill-batch", &pbatch)) return 2; break;
+        case 'F': if (positive(optarg, "--floor-mib", &floor_mib)) return 2; break;
+        case 'G': if (positive(optarg, "--floor-gemm", &floor_gemm)) return 2; break;
         case 'B':
             if ((v = pick(optarg, backend_names, BACKEND_KIND_COUNT, "--backend")) < 0) return 2;
             bk = (backend_kind)v;
@@ -437,7 +440,10 @@ int main(int argc, char **argv) {
     if (bk == BACKEND_CPU) cpu_floors(&fl, threads);
 #ifdef MR_HAVE_CUDA
     /* (the device check and its skip come from backend_init below) */
-    else if (mr_cuda_device_count(NULL) > 0 && cuda_floors(&fl, device, wt) != 0) return 1;
+    else if (mr_cuda_device_count(NULL) > 0 && cuda_floors(&fl, device, wt, floor_mib, floor_gemm) != 0)
+        return 1;
+#else
+    (void)floor_mib, (void)floor_gemm;
 #endif
     ri.fl = &fl;
     mr_backend be;

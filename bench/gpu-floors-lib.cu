@@ -108,7 +108,8 @@ static int memory_floor(int sms, mr_gpu_floor_kind kind, size_t bytes, mr_gpu_fl
         CUDA_CHECK_GOTO(cudaEventSynchronize(e1), done);
         if (i >= 0) CUDA_CHECK_GOTO(cudaEventElapsedTime(&ms[i], e0, e1), done);
     }
-    snprintf(shape, sizeof shape, "%.2f GiB", (double)bytes / (1 << 30));
+    if (bytes >= (size_t)1 << 30) snprintf(shape, sizeof shape, "%.2f GiB", (double)bytes / (1 << 30));
+    else snprintf(shape, sizeof shape, "%.2f MiB", (double)bytes / (1 << 20));
     /* memcpy: read + write, the figure comparable with a kernel's traffic */
     fill_result(out, kind, shape, ms, REPS, (kind == MR_GPU_FLOOR_MEMCPY ? 2.0 : 1.0) * (double)bytes / 1e9, "GB/s");
     rc = 0;

@@ -36,7 +36,7 @@ if(MR_CUDA_EMU)
   target_link_libraries(test-emu-nccl PRIVATE mr_nccl_emu)
   set(mr_mpirun env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe
       --bind-to none)
-  add_test(NAME test-emu-nccl COMMAND ${mr_mpirun} -np 3 $<TARGET_FILE:test-emu-nccl>)
+  add_test(NAME test-emu-nccl COMMAND env MR_EMU_DEVICES=2 ${mr_mpirun} -np 3 $<TARGET_FILE:test-emu-nccl>)
   add_test(NAME test-emu-nccl-mismatch COMMAND ${mr_mpirun} -np 2 $<TARGET_FILE:test-emu-nccl> mismatch)
   add_test(NAME test-emu-nccl-recv-size COMMAND ${mr_mpirun} -np 2 $<TARGET_FILE:test-emu-nccl> recv-size)
   set_tests_properties(test-emu-nccl test-emu-nccl-mismatch test-emu-nccl-recv-size PROPERTIES LABELS gpu
@@ -72,14 +72,19 @@ foreach(fx llama qwen2 mixtral qwen2_moe qwen3_moe deepseek_v3)
 endforeach()
 
 # (its measurements live in bench/gpu-floors-lib.cu, shared with bench-engine;
-# timings mean nothing on the emulator, so it is not built there)
-if(NOT MR_CUDA_EMU)
+# on the emulator it is built as C++, and run small below: timings mean
+# nothing there, the calls and the JSON do)
+if(MR_CUDA_EMU)
+  mr_emu_rewrite(MR_FLOORS_GEN ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
+  add_executable(gpu-floors ${MR_FLOORS_GEN})
+  mr_emu_target(gpu-floors)
+else()
   add_executable(gpu-floors ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu-floors.cu)
   set_target_properties(gpu-floors PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
   target_compile_options(gpu-floors PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
-  target_link_libraries(gpu-floors PRIVATE mr_bench_gpu)
 endif()
+target_link_libraries(gpu-floors PRIVATE mr_bench_gpu)
 
 # The NCCL communicator against the MPI one, a GPU per rank
 # (runtime/nccl.cmake makes mr_comm_nccl when NCCL is found).
@@ -213,6 +218,24 @@ if(TARGET bench-overlap-gpu)
   set_tests_properties(bench-overlap-gpu-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
                        RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "smollm2-down +48 +576 +768 +16")
 endif()
+
+# The floors and bench-engine --backend cuda run (small sizes, tiny models:
+# the programs of tests/gpu/run.sh --bench, their timings meaning nothing
+# here).  bench-engine's last row needs every decode step and the engine's
+# whole greedy run at batch 4 done on the device.
+add_test(NAME gpu-floors-smoke COMMAND gpu-floors --mib 4 --gemm 48 --json ${CMAKE_CURRENT_BINARY_DIR}/gpu-floors-smoke.json)
+set_tests_properties(gpu-floors-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120
+                     PASS_REGULAR_EXPRESSION "cuBLAS gemm bf16 -> bf16 +48x48x48 ")
+foreach(row "llama;fp32;" "deepseek_v3;bf16;--synthetic")
+  list(GET row 0 fx)
+  list(GET row 1 wt)
+  list(GET row 2 syn)
+  add_test(NAME bench-engine-gpu-smoke-${fx} COMMAND bench-engine --model ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fx}
+           ${syn} --backend cuda --weights ${wt} --batches 1,4 --prompt 8 --steps 2 --prefill-batch 2 --generate 3
+           --floor-mib 4 --floor-gemm 32 --json ${CMAKE_CURRENT_BINARY_DIR}/bench-engine-gpu-smoke-${fx}.json)
+  set_tests_properties(bench-engine-gpu-smoke-${fx} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+                       PASS_REGULAR_EXPRESSION "\ngenerate +4 +12 ")
+endforeach()
 
 # The default model (GGUF, text prompts through the tokenizer) on the CUDA
 # backend: the CPU backend's output file byte for byte, fp32 weights, greedy.

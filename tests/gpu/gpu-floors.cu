@@ -10,7 +10,9 @@
  * events), with the best beside it.  Prints a table and, with --json FILE,
  * writes the same figures as JSON.  Exits 77 without a CUDA device.
  *
- *   gpu-floors [--device N] [--json FILE] [--quick] */
+ *   gpu-floors [--device N] [--json FILE] [--quick] [--mib N] [--gemm N]
+ * --mib and --gemm replace the buffer size (MiB) and the GEMM shapes by one
+ * size each (small ones check the program, e.g. on the emulator). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,14 +57,16 @@ static void write_json(const char *path, const char *device) {
 }
 
 int main(int argc, char **argv) {
-    int dev = 0, quick = 0;
+    int dev = 0, quick = 0, mib = 0, gemm = 0;
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) dev = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--mib") && i + 1 < argc && (mib = atoi(argv[++i])) > 0) continue;
+        else if (!strcmp(argv[i], "--gemm") && i + 1 < argc && (gemm = atoi(argv[++i])) > 0) continue;
         else {
-            fprintf(stderr, "usage: gpu-floors [--device N] [--json FILE] [--quick]\n");
+            fprintf(stderr, "usage: gpu-floors [--device N] [--json FILE] [--quick] [--mib N] [--gemm N]\n");
             return 2;
         }
     }
@@ -77,11 +81,11 @@ int main(int argc, char **argv) {
     }
     printf("gpu-floors on device %d: %s\n\n", dev, device);
     printf("%-30s %-22s %10s %10s %10s %10s %s\n", "what", "size", "mean ms", "best ms", "mean", "best", "unit");
-    size_t bytes = (quick ? (size_t)256 : (size_t)2048) << 20;
+    size_t bytes = (size_t)(mib ? mib : quick ? 256 : 2048) << 20;
     measure(dev, MR_GPU_FLOOR_MEMCPY, bytes);
     measure(dev, MR_GPU_FLOOR_READ, bytes);
-    static const int sizes[] = {4096, 8192};
-    for (int s = quick ? 0 : 1; s >= 0; s--) /* the large shape first */
+    const int sizes[] = {gemm ? gemm : 4096, 8192};
+    for (int s = quick || gemm ? 0 : 1; s >= 0; s--) /* the large shape first */
         for (int k = MR_GPU_FLOOR_GEMM_F32; k <= MR_GPU_FLOOR_GEMM_BF16_BF16; k++)
             measure(dev, (mr_gpu_floor_kind)k, (size_t)sizes[s]);
     if (json) write_json(json, device);
