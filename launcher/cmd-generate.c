@@ -657,6 +657,10 @@ int mr_cmd_generate(int argc, char **argv) {
                                      &j.tp_nccl), st, fail);
     MR_CHECK_GOTO(mr_gen_device_allreduce(j.tp, &dev, &be, &aro, j.tp_nccl, j.world->rank == 0 && !quiet,
                                           &tp_ar_dev), st, fail);
+    if (tp_ar_dev) { /* the model then uses the device engine only (every rank of the group alike) */
+        mr_allreduce_destroy(tp_ar);
+        tp_ar = NULL;
+    }
     MR_CHECK_GOTO(mr_gen_device_comm(j.ep, &dev, &j.plan, &be, "expert", j.world->rank == 0 && !quiet, &j.ep_dev,
                                      &j.ep_nccl), st, fail);
     if (j.world->rank == 0 && !quiet) {
