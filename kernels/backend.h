@@ -46,6 +46,11 @@ typedef struct mr_backend_ops {
                     int rows, int dim, float eps);
     /* y(n) += x(n) */
     void (*add)(mr_backend *b, float *y, const float *x, size_t n);
+    /* The residual add fused with the norm after it: x(rows,dim) += a, then
+     * h = rmsnorm(x) * w -- one pass over x instead of three.  The same
+     * bits as add then rmsnorm on the same backend.  h must not overlap x or a. */
+    void (*add_rmsnorm)(mr_backend *b, float *x, float *h, const float *a, const float *w,
+                        int rows, int dim, float eps);
     /* out(rows, dim) = table[ids[r]] rows */
     void (*gather_rows)(mr_backend *b, float *out, const float *table,
                         const int32_t *ids, int rows, int dim);

@@ -8,6 +8,8 @@
  *   a = mlp(h) or moe(h)                 (T,H)
  *   x += a
  * then the final norm and the LM head for the rows whose logits are asked.
+ * Each "x += a" runs inside the norm that follows it (add_rmsnorm: one pass
+ * over x, the same bits); the shard's last one stands alone.
  *
  * Memory: every buffer the ops touch is backend memory (device memory on a
  * GPU); the host only reads and writes its h_* mirrors (model-internal.h),
@@ -734,13 +736,15 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
         return MR_OK;
     }
     if (lo->first) MR_CHECK(embed(m, b));
+    /* Each block's output (a) joins the residual stream (x) in the norm that
+     * follows it (add_rmsnorm); the last one's after the loop. */
     for (int l = lo->lb; l < lo->le; l++) {
         const mr_layer_w *w = &m->layers[l];
-        ops->rmsnorm(m->be, ws->h, ws->x, w->attn_norm, T, H, c->norm_eps);
+        if (l == lo->lb) ops->rmsnorm(m->be, ws->h, ws->x, w->attn_norm, T, H, c->norm_eps);
+        else ops->add_rmsnorm(m->be, ws->x, ws->h, ws->a, w->attn_norm, T, H, c->norm_eps);
         /* attention and dense MLP end in rowpar_out (GEMM + all-reduce) */
         MR_CHECK(mr_config_is_mla(c) ? attention_mla(m, l, b) : attention_std(m, l, b));
-        ops->add(m->be, ws->x, ws->a, (size_t)T * H);
-        ops->rmsnorm(m->be, ws->h, ws->x, w->ffn_norm, T, H, c->norm_eps);
+        ops->add_rmsnorm(m->be, ws->x, ws->h, ws->a, w->ffn_norm, T, H, c->norm_eps);
         if (!w->moe) {
             MR_CHECK(mlp_rowpar(m, &w->mlp, ws->a, ws->h, T));
         } else {
@@ -754,8 +758,8 @@ mr_status mr_model_forward(mr_model *m, const mr_batch *b, float *logits) {
                 if (!m->det) MR_CHECK(tp_allreduce(m, ws->a, (size_t)T * H)); /* deterministic: complete already */
             }
         }
-        ops->add(m->be, ws->x, ws->a, (size_t)T * H);
     }
+    ops->add(m->be, ws->x, ws->a, (size_t)T * H); /* (every shard has a layer: model-load.c) */
     if (lo->last) MR_CHECK(lm_head(m, b, logits));
     ops->sync(m->be);
     return MR_OK;

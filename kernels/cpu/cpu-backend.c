@@ -271,19 +271,34 @@ static void cpu_matmul_fixed(mr_backend *b, float *y, const float *x, const void
 
 /* y(rows,dim) = x / sqrt(mean(x^2) + eps) * w(dim); y may equal x.  The sum
  * of squares is fp32, as transformers computes it. */
+static inline void rmsnorm_row(float *yr, const float *xr, const float *w, int dim, float eps) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+#pragma omp simd
+    for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * w[i];
+}
+
 static void cpu_rmsnorm(mr_backend *b, float *y, const float *x, const float *w,
                         int rows, int dim, float eps) {
 #pragma omp parallel for num_threads(b->threads) schedule(static) \
     if ((size_t)rows * dim >= MR_CPU_PAR_MIN && rows > 1)
+    for (int r = 0; r < rows; r++) rmsnorm_row(y + (size_t)r * dim, x + (size_t)r * dim, w, dim, eps);
+}
+
+/* x += a, then h = rmsnorm(x) * w, row by row (the row still in cache):
+ * the same operations as cpu_add and cpu_rmsnorm, so the same bits. */
+static void cpu_add_rmsnorm(mr_backend *b, float *x, float *h, const float *a, const float *w,
+                            int rows, int dim, float eps) {
+#pragma omp parallel for num_threads(b->threads) schedule(static) \
+    if ((size_t)rows * dim >= MR_CPU_PAR_MIN && rows > 1)
     for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        float *yr = y + (size_t)r * dim;
-        float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
-        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        float *xr = x + (size_t)r * dim;
+        const float *ar = a + (size_t)r * dim;
 #pragma omp simd
-        for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * w[i];
+        for (int i = 0; i < dim; i++) xr[i] += ar[i];
+        rmsnorm_row(h + (size_t)r * dim, xr, w, dim, eps);
     }
 }
 
@@ -408,6 +423,7 @@ static const mr_backend_ops mr_cpu_ops = {
     .matmul = cpu_matmul,
     .rmsnorm = cpu_rmsnorm,
     .add = cpu_add,
+    .add_rmsnorm = cpu_add_rmsnorm,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
     .rope = mr_cpu_rope,

@@ -198,6 +198,7 @@ static const mr_backend_ops mr_cuda_ops = {
     /* .matmul = */ cuda_matmul,
     /* .rmsnorm = */ mr_cuda_rmsnorm,
     /* .add = */ mr_cuda_add,
+    /* .add_rmsnorm = */ mr_cuda_add_rmsnorm,
     /* .gather_rows = */ mr_cuda_gather_rows,
     /* .scatter_add_rows = */ mr_cuda_scatter_add_rows,
     /* .rope = */ mr_cuda_rope,

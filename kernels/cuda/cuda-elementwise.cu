@@ -49,14 +49,45 @@ static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * inv * w[i];
 }
 
+/* x += a, then h = rmsnorm(x) * w; one block per row.  Each thread adds,
+ * stores and squares its own values in the order rmsnorm_kernel reads them,
+ * and the block sum is the same: add_kernel then rmsnorm_kernel's bits. */
+static __global__ void add_rmsnorm_kernel(float *x, float *h, const float *a, const float *w, int dim,
+                                          float eps) {
+    __shared__ float red[32];
+    float *xr = x + (size_t)blockIdx.x * dim;
+    const float *ar = a + (size_t)blockIdx.x * dim;
+    float *hr = h + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = xr[i] + ar[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) hr[i] = xr[i] * inv * w[i];
+}
+
+/* About 4 values per thread, whole warps, 32..1024 threads. */
+static int norm_threads(int dim) {
+    int threads = ((dim + 3) / 4 + 31) / 32 * 32;
+    return threads < 32 ? 32 : threads > 1024 ? 1024 : threads;
+}
+
 void mr_cuda_rmsnorm(mr_backend *b, float *y, const float *x, const float *w, int rows,
                      int dim, float eps) {
     mr_cuda_ctx *c = mr_cuda_ctx_of(b);
     if (rows <= 0 || dim <= 0) return;
-    /* About 4 values per thread, whole warps, 32..1024 threads. */
-    int threads = ((dim + 3) / 4 + 31) / 32 * 32;
-    threads = threads < 32 ? 32 : threads > 1024 ? 1024 : threads;
-    rmsnorm_kernel<<<(unsigned)rows, threads, 0, c->stream>>>(y, x, w, dim, eps);
+    rmsnorm_kernel<<<(unsigned)rows, norm_threads(dim), 0, c->stream>>>(y, x, w, dim, eps);
+    CUDA_CHECK(c, cudaGetLastError());
+}
+
+void mr_cuda_add_rmsnorm(mr_backend *b, float *x, float *h, const float *a, const float *w, int rows, int dim,
+                         float eps) {
+    mr_cuda_ctx *c = mr_cuda_ctx_of(b);
+    if (rows <= 0 || dim <= 0) return;
+    add_rmsnorm_kernel<<<(unsigned)rows, norm_threads(dim), 0, c->stream>>>(x, h, a, w, dim, eps);
     CUDA_CHECK(c, cudaGetLastError());
 }
 

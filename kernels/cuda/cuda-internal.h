@@ -104,6 +104,8 @@ void mr_cuda_matmul_fixed(mr_backend *b, float *y, const float *x, const void *w
                           int M, int N, int K, int kc, size_t block_stride);
 
 /* cuda-elementwise.cu */
+void mr_cuda_add_rmsnorm(mr_backend *b, float *x, float *h, const float *a, const float *w, int rows, int dim,
+                         float eps);
 void mr_cuda_rmsnorm(mr_backend *b, float *y, const float *x, const float *w, int rows,
                      int dim, float eps);
 void mr_cuda_add(mr_backend *b, float *y, const float *x, size_t n);

@@ -296,6 +296,38 @@ static void test_rmsnorm(void) {
     }
 }
 
+/* add_rmsnorm on the device: x exact (one rounded add), h within fp32
+ * tolerance of the CPU's; and the bits of the device's own add then
+ * rmsnorm. */
+static void test_add_rmsnorm(void) {
+    static const int S[][2] = {{1, 1}, {3, 7}, {5, 64}, {4, 4096}, {17, 5000}, {2, 7168}};
+    for (size_t c = 0; c < sizeof S / sizeof S[0]; c++) {
+        int rows = S[c][0], dim = S[c][1];
+        size_t n = (size_t)rows * dim;
+        float *x = falloc(n), *a = falloc(n), *w = falloc(dim), *hc = falloc(n), *hg = falloc(n), *xg = falloc(n);
+        float *h2 = falloc(n);
+        fill(x, n, -2, 2);
+        fill(a, n, -2, 2);
+        fill(w, dim, 0.5f, 1.5f);
+        float *dx = gput(x, n * 4), *da = gput(a, n * 4), *dw = gput(w, (size_t)dim * 4), *dh = gput(NULL, n * 4);
+        float *dx2 = gput(x, n * 4), *dh2 = gput(NULL, n * 4);
+        C.ops->add_rmsnorm(&C, x, hc, a, w, rows, dim, 1e-6f);
+        G.ops->add_rmsnorm(&G, dx, dh, da, dw, rows, dim, 1e-6f);
+        G.ops->add(&G, dx2, da, n);
+        G.ops->rmsnorm(&G, dh2, dx2, dw, rows, dim, 1e-6f);
+        gget(xg, dx, n * 4);
+        gget(hg, dh, n * 4);
+        gget(h2, dh2, n * 4);
+        char shape[64];
+        snprintf(shape, sizeof shape, "rows=%d dim=%d", rows, dim);
+        CHECK(memcmp(xg, x, n * 4) == 0, "add_rmsnorm %s: x differs from the CPU's sum", shape);
+        compare("add_rmsnorm", shape, hg, hc, n, TOL_F32);
+        CHECK(memcmp(hg, h2, n * 4) == 0, "add_rmsnorm %s: not the bits of add then rmsnorm", shape);
+        gfree_all();
+        free(x), free(a), free(w), free(hc), free(hg), free(xg), free(h2);
+    }
+}
+
 static void test_add_scale(void) {
     static const size_t S[] = {1, 1000, (1u << 20) + 3};
     for (size_t c = 0; c < 3; c++) {
@@ -781,6 +813,7 @@ int main(void) {
     test_bf16_convert();
     test_scratch();
     test_rmsnorm();
+    test_add_rmsnorm();
     test_add_scale();
     test_gather_scatter();
     test_activations();

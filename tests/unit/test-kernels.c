@@ -397,6 +397,26 @@ static void test_rmsnorm(void) {
     }
 }
 
+/* add_rmsnorm: the bits of add then rmsnorm (the plain ops), x and h. */
+static void test_add_rmsnorm(void) {
+    static const int shapes[][2] = {{1, 1}, {1, 7}, {5, 576}, {3, 4097}, {64, 1024}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], dim = shapes[s][1];
+        size_t n = (size_t)rows * dim;
+        float *x = falloc(n), *a = falloc(n), *w = falloc(dim), *h = falloc(n), *x2 = falloc(n), *h2 = falloc(n);
+        fill(x, n, -4, 4);
+        fill(a, n, -4, 4);
+        fill(w, dim, 0.5f, 1.5f);
+        memcpy(x2, x, n * sizeof *x);
+        B.ops->add(&B, x2, a, n);
+        B.ops->rmsnorm(&B, h2, x2, w, rows, dim, 1e-6f);
+        B.ops->add_rmsnorm(&B, x, h, a, w, rows, dim, 1e-6f);
+        CHECK(memcmp(x, x2, n * sizeof *x) == 0, "add_rmsnorm %dx%d: x differs from add", rows, dim);
+        CHECK(memcmp(h, h2, n * sizeof *h) == 0, "add_rmsnorm %dx%d: h differs from add then rmsnorm", rows, dim);
+        free(x); free(a); free(w); free(h); free(x2); free(h2);
+    }
+}
+
 /* ---- rope --------------------------------------------------------------- */
 
 /* One layout: nheads heads of head_dim values, head_stride apart, rows
@@ -982,6 +1002,7 @@ int main(void) {
     test_matmul_bf16();
     test_matmul_fixed();
     test_rmsnorm();
+    test_add_rmsnorm();
     test_rope();
     test_attention();
     test_silu_mul();
