@@ -34,7 +34,8 @@
  * usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--backend cpu|cuda]
  *        [--device N] [--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128]
  *        [--prefill-batch 4] [--steps 16] [--generate N] [--threads N] [--json FILE]
- *        [--config-only]
+ *        [--config-only] [--floor-mib 2048] [--floor-gemm 8192]
+ * --floor-mib and --floor-gemm size the GPU floors (buffer MiB, GEMM n of n x n x n).
  * --config-only reads config.json alone and prints the shape, parameter
  * counts and the memory the run would take (no backend, no weights).
  * Exit status: 0; 1 when a run fails; 2 on a usage error or a backend this
@@ -284,8 +285,9 @@ static int config_only(const char *dir, int nslots, int ctx) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench-engine --model DIR|FILE.gguf [--synthetic] [--backend cpu|cuda] [--device N] "
-               "[--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128] [--prefill-batch 4] [--steps 16] "
-               "[--generate N] [--threads N] [--json FILE] [--config-only] [--floor-mib 2048] [--floor-gemm 8192]\n");
+               "[--weights fp32|bf16] [--deterministic] [--batches 1,8,64] [--prompt 128] [--prefill-batch 4] "
+               "[--steps 16] [--generate N] [--threads N] [--json FILE] [--config-only] [--floor-mib 2048] "
+               "[--floor-gemm 8192]\n");
 }
 
 static int pick(const char *arg, const char *const *names, int n, const char *opt) {

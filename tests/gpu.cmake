@@ -223,7 +223,8 @@ endif()
 # the programs of tests/gpu/run.sh --bench, their timings meaning nothing
 # here).  bench-engine's last row needs every decode step and the engine's
 # whole greedy run at batch 4 done on the device.
-add_test(NAME gpu-floors-smoke COMMAND gpu-floors --mib 4 --gemm 48 --json ${CMAKE_CURRENT_BINARY_DIR}/gpu-floors-smoke.json)
+add_test(NAME gpu-floors-smoke COMMAND gpu-floors --mib 4 --gemm 48
+         --json ${CMAKE_CURRENT_BINARY_DIR}/gpu-floors-smoke.json)
 set_tests_properties(gpu-floors-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120
                      PASS_REGULAR_EXPRESSION "cuBLAS gemm bf16 -> bf16 +48x48x48 ")
 foreach(row "llama;fp32;" "deepseek_v3;bf16;--synthetic")
