@@ -111,6 +111,13 @@ if wait_progress "$id" 0 0 || { bad "first run: $(wait_progress "$id" 0 0)"; fal
     fi
   fi
 fi
-(( fail )) && { echo "--- job log"; cat "$(job_log "$id")"; }
+if (( fail )); then
+  echo "--- job log"; cat "$(job_log "$id")"
+  # Slurm's own account of the job (a run that never started leaves nothing in the job log)
+  logdir=$(dirname "${SLURM_CONF:-/run/moerun-slurm/etc/slurm.conf}")/../log
+  for f in "$logdir"/slurmctld.log "$logdir"/slurmd-*.log; do
+    [[ -f $f ]] && { echo "--- $(basename "$f") (last 25 lines)"; tail -25 "$f"; }
+  done
+fi
 echo "jobs: $(since "$t0") s; whole test inside Slurm's bring-up: $(since "$t_start") s"
 summary
