@@ -510,11 +510,16 @@ static mr_status run_combine(void *ctx, void *job) {
 
 /* *yes alike on every rank of the expert group: the plan's flag, the
  * communicator's thread level, the layer's shared experts.  A thread that
- * cannot start is an error (the peers would wait in the other path). */
+ * cannot start is an error (the peers would wait in the other path).  On a
+ * device backend only with a device communicator (NCCL): its all-to-all
+ * then runs on the communication stream, ordered after what the compute
+ * stream had when the thread issued it (comm-nccl.c's begin), while this
+ * thread queues the shared experts on the compute stream; a host-staged
+ * exchange would need the backend's stream from two threads. */
 static mr_status overlap_combine(mr_model *m, const mr_layer_w *w, int *yes) {
     mr_comm *ep = m->opt.shard.ep_comm;
-    /* not on a device backend: one host thread drives its stream */
-    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter && !m->dev && !m->det;
+    *yes = m->opt.shard.ep_overlap && ep->thread_serialized && w->shared.inter && !m->det &&
+           (!m->dev || ep->device_memory);
     if (*yes && !m->ep_prog) {
         MR_CHECK(mr_progress_create(&ep, 1, run_combine, NULL, sizeof(ep_combine_job), &m->ep_prog));
         MR_DEBUG("expert combine overlapped with the shared experts (progress thread started)");

@@ -180,6 +180,15 @@ if(MR_CUDA_EMU)
     set_tests_properties(plans-gpu-nccl-${fx} PROPERTIES LABELS gpu TIMEOUT 900 RUN_SERIAL TRUE
                          ENVIRONMENT "MR_DEVICE=cuda;MR_WEIGHTS=fp32;${MR_GPU_NCCL_ENV}")
   endforeach()
+  # Overlap on: the expert combine (NCCL all-to-all on its stream) in flight
+  # on the progress thread while the shared experts compute on the backend's
+  # stream (runtime/model.c, overlap_combine); the stream-order check holds
+  # the two apart, and the debug log must say the overlap ran.
+  add_test(NAME plans-gpu-nccl-overlap-deepseek_v3 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh
+           $<TARGET_FILE:moerun> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/deepseek_v3 data=2,expert=2 tensor=2,expert=2)
+  set_tests_properties(plans-gpu-nccl-overlap-deepseek_v3 PROPERTIES LABELS gpu TIMEOUT 900 RUN_SERIAL TRUE
+                       ENVIRONMENT "MR_DEVICE=cuda;MR_WEIGHTS=fp32;MR_ALLREDUCE_OVERLAP=1;MR_LOG_LEVEL=debug;\
+MR_EMU_DEVICES=4;MR_CUDA_EMU=1;MR_PLANS_LOG_EXPECT=group: communicator nccl && expert combine overlapped")
   add_test(NAME plans-gpu-det-nccl-deepseek_v3 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/plan-matrix.sh
            $<TARGET_FILE:moerun> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/deepseek_v3 tensor=2 tensor=2,expert=2
            data=2,tensor=2)

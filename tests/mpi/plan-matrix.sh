@@ -5,8 +5,9 @@
 # Each plan runs under `mpirun -np N --oversubscribe` with a timeout.
 # MR_PLANS_LOGIT_TOL: the logits' tolerance (default 1e-4; "bits": the same
 # bits); MR_PLANS_ARGS: more options for the plan runs only (another batch
-# size, thread count); MR_PLANS_LOG_EXPECT: an extended regex every plan
-# run's log must match (the plan runs then log at the default level).
+# size, thread count); MR_PLANS_LOG_EXPECT: extended regexes, separated by
+# " && ", that every plan run's log must each match (the plan runs then log
+# at the default level, or MR_LOG_LEVEL's).
 set -u
 moerun=$1 fixture=$2
 compare=$(dirname "$moerun")/../tests/compare-logits
@@ -22,6 +23,15 @@ trap 'rm -rf "$tmp"' EXIT
 common=(--model "$fixture" --input "$tmp/in.jsonl" --max-batch 4 --token-budget 16 --threads 1 --ignore-eos --overwrite)
 quiet=--quiet expect=${MR_PLANS_LOG_EXPECT:-}
 [ -n "$expect" ] && quiet=
+# log_has: every pattern of $expect is in the plan run's log (else says which in $tmp/cmp)
+log_has() {
+  local rest=$expect pat
+  while [ -n "$rest" ]; do
+    pat=${rest%% && *}
+    if [ "$pat" = "$rest" ]; then rest=; else rest=${rest#* && }; fi
+    grep -Eq "$pat" "$tmp/log" || { echo "log lacks /$pat/" > "$tmp/cmp"; return 1; }
+  done
+}
 mkdir -p "$tmp/l1"
 if ! MR_DUMP_LOGITS="$tmp/l1" timeout 60 "$moerun" generate "${common[@]}" --quiet --output "$tmp/one.jsonl"; then
   echo "FAIL: one-rank run"; echo "0 passed, 1 failed"; exit 1
@@ -40,7 +50,7 @@ for plan in "$@"; do
   if timeout 120 mpirun -np "$np" --bind-to none -x MR_DUMP_LOGITS="$tmp/ln" "$moerun" generate "${common[@]}" \
        $quiet "${args[@]}" ${MR_PLANS_ARGS:-} --output "$out" > "$tmp/log" 2>&1 && cmp -s "$tmp/one.jsonl" "$out" &&
      "$compare" "$vocab" "${MR_PLANS_LOGIT_TOL:-1e-4}" "$tmp/l1" "$tmp/ln" > "$tmp/cmp" 2>&1 &&
-     { [ -z "$expect" ] || grep -Eq "$expect" "$tmp/log" || { echo "log lacks /$expect/" > "$tmp/cmp"; false; }; }; then
+     log_has; then
     echo "ok   $plan ($np ranks): same tokens; $(cat "$tmp/cmp")"; pass=$((pass + 1))
   else
     echo "FAIL $plan ($np ranks)"; fail=$((fail + 1))
