@@ -35,7 +35,7 @@
 #include "runtime/comm.h"
 #include "tests/unit/ar-data.h"
 #ifdef MR_BENCH_CUDA
-#include "kernels/cuda/cuda-backend.h"
+#include "bench/bench-gpu.h"
 #include "runtime/allreduce-cuda.h"
 #include "runtime/comm-nccl.h"
 static mr_backend g_be;     /* the rank's GPU */
@@ -249,15 +249,8 @@ int main(int argc, char **argv) {
     mr_status st = MR_OK;
     char gpu_desc[320] = "host memory";
 #ifdef MR_BENCH_CUDA
-    mr_comm *node = NULL;
-    int ndev = mr_cuda_device_count(NULL), device = -1;
-    st = ndev > 0 ? world->ops->split_node(world, &node) : mr_error(MR_ERR_UNSUPPORTED, "no CUDA device");
-    if (st == MR_OK) {
-        device = node->rank % ndev;
-        if (node->size > ndev) st = mr_error(MR_ERR_UNSUPPORTED, "%d ranks on a node of %d GPUs", node->size, ndev);
-    }
-    if (st == MR_OK && mr_backend_cuda_init(&g_be, device) != 0)
-        st = mr_error(MR_ERR_INTERNAL, "CUDA backend: %s", mr_backend_cuda_error(&g_be));
+    int device = -1;
+    st = bench_gpu_start(world, &g_be, &device);
     if (st == MR_OK) st = mr_comm_nccl_create(world, device, mr_backend_cuda_stream(&g_be), &g_nccl);
     if (st == MR_OK) st = mr_allreduce_create_cuda(world, device, &g_be, &o, &ar);
     if (st == MR_OK) {
@@ -265,7 +258,6 @@ int main(int argc, char **argv) {
         mr_cuda_device_describe(device, d, sizeof d);
         snprintf(gpu_desc, sizeof gpu_desc, "rank 0 on GPU %d: %s", device, d);
     }
-    mr_comm_destroy(node);
 #else
     st = mr_allreduce_create(world, &o, &ar);
 #endif

@@ -42,7 +42,7 @@
 #include "runtime/comm.h"
 #include "tests/unit/ar-data.h"
 #ifdef MR_BENCH_CUDA
-#include "kernels/cuda/cuda-backend.h"
+#include "bench/bench-gpu.h"
 #include "runtime/allreduce-cuda.h"
 #endif
 
@@ -144,15 +144,8 @@ int main(int argc, char **argv) {
     mr_backend be = {0};
     mr_status st = MR_OK;
 #ifdef MR_BENCH_CUDA
-    mr_comm *node = NULL;
-    int ndev = mr_cuda_device_count(NULL), device = -1;
-    st = ndev > 0 ? world->ops->split_node(world, &node) : mr_error(MR_ERR_UNSUPPORTED, "no CUDA device");
-    if (st == MR_OK && node->size > ndev)
-        st = mr_error(MR_ERR_UNSUPPORTED, "%d ranks on a node of %d GPUs", node->size, ndev);
-    if (st == MR_OK) device = node->rank % ndev;
-    if (st == MR_OK && mr_backend_cuda_init(&be, device) != 0)
-        st = mr_error(MR_ERR_INTERNAL, "CUDA backend: %s", mr_backend_cuda_error(&be));
-    mr_comm_destroy(node);
+    int device = -1;
+    st = bench_gpu_start(world, &be, &device);
     o.overlap = 0;
     if (st == MR_OK) st = mr_allreduce_create_cuda(world, device, &be, &o, &seq);
     o.overlap = 1;
