@@ -20,7 +20,13 @@
  *   overlapped  combine on the progress thread during the shared experts
  *   ideal       max(compute, comm)
  * Each time is the maximum over ranks of the median of `iters` runs, the
- * four measured round-robin, with a barrier before each run. */
+ * four measured round-robin, with a barrier before each run.
+ *
+ * bench-moe-overlap-gpu (the same source with MR_BENCH_CUDA, built with the
+ * CUDA backend and NCCL): a GPU per rank, the shared experts on the CUDA
+ * backend (cuBLAS fp32), the combine an NCCL all-to-all on its own stream
+ * issued by the progress thread -- the model's path when the expert group
+ * is on NCCL (runtime/model.c, overlap_combine). */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <mpi.h>
@@ -33,6 +39,10 @@
 #include "runtime/comm.h"
 #include "runtime/progress.h"
 #include "tests/unit/ar-data.h"
+#ifdef MR_BENCH_CUDA
+#include "bench/bench-gpu.h"
+#include "runtime/comm-nccl.h"
+#endif
 
 typedef struct shape {
     const char *name;
@@ -126,17 +136,34 @@ int main(int argc, char **argv) {
         }
     }
     mr_progress *prog = NULL;
-    if (mr_progress_create(&world, 1, run_combine, NULL, sizeof(combine_job), &prog) != MR_OK) {
-        if (me == 0) fprintf(stderr, "bench-moe-overlap: %s\n", mr_last_error());
-        mr_comm_mpi_finalize();
-        return 2;
-    }
-    mr_backend be;
+    mr_backend be = {0};
+    mr_comm *comm = world; /* the combine's communicator */
+    mr_status st = MR_OK;
+#ifdef MR_BENCH_CUDA
+    int device = -1;
+    (void)threads; /* the GEMMs are the GPU's */
+    st = bench_gpu_start(world, &be, &device);
+    if (st == MR_OK) st = mr_comm_nccl_create(world, device, mr_backend_cuda_stream(&be), &comm);
+#else
     mr_backend_cpu_init(&be, threads);
+#endif
+    if (st == MR_OK) st = mr_progress_create(&comm, 1, run_combine, NULL, sizeof(combine_job), &prog);
+    int bad[1] = {st != MR_OK};
+    world->ops->allreduce_max_i32(world, bad, 1);
+    if (bad[0]) {
+        fprintf(stderr, "bench-moe-overlap (rank %d): %s\n", me, st != MR_OK ? mr_last_error() : "another rank failed");
+        mr_comm_mpi_finalize();
+        return st == MR_ERR_UNSUPPORTED ? 77 : 2;
+    }
     int *cnt = calloc(4 * (size_t)G, sizeof(int));
     FILE *jf = NULL;
     if (me == 0) {
+#ifdef MR_BENCH_CUDA
+        printf("# bench-moe-overlap-gpu %s: %d ranks, a GPU each (CUDA fp32 GEMMs, NCCL all-to-all); median of %d\n",
+               label, G, iters);
+#else
         printf("# bench-moe-overlap %s: %d ranks, %d GEMM thread(s) a rank; median of %d\n", label, G, threads, iters);
+#endif
         printf("%-12s %6s %5s %5s %2s %11s %9s %11s %11s %9s %9s %9s\n", "shape", "tokens", "H", "I", "K",
                "compute ms", "comm ms", "sequent. ms", "overlap ms", "ideal ms", "ovl/ideal", "seq/ideal");
         jf = bench_json_open(json);
@@ -160,7 +187,21 @@ int main(int argc, char **argv) {
             ar_fill(gu, (size_t)2 * I * H, AR_NORMAL, 32, 23);
             ar_fill(down, (size_t)H * I, AR_NORMAL, 32, 37);
             ar_fill(send, (size_t)rows * H, AR_NORMAL, 32, 41 + (uint64_t)me);
-            run_ctx r = {&be, world, prog, {world, send, recv, cnt, cnt + 2 * G, cnt + G, cnt + 3 * G, (size_t)H * 4},
+#ifdef MR_BENCH_CUDA /* the same data on the device */
+            float **bufs[] = {&x, &gu, &down, &gu_out, &act, &y, &send, &recv};
+            size_t nb[] = {(size_t)T * H, (size_t)2 * I * H, (size_t)H * I, (size_t)T * 2 * I, (size_t)T * I,
+                           (size_t)T * H, (size_t)rows * H, (size_t)rows * H};
+            static const int input[] = {1, 1, 1, 0, 0, 0, 1, 0}; /* x, gu, down, send; the rest are outputs */
+            for (int b = 0; b < 8; b++) {
+                float *h = *bufs[b];
+                *bufs[b] = be.ops->alloc(&be, nb[b] * sizeof(float));
+                if (input[b]) be.ops->upload(&be, *bufs[b], h, nb[b] * sizeof(float));
+                else be.ops->zero(&be, *bufs[b], nb[b]);
+                be.ops->sync(&be);
+                free(h);
+            }
+#endif
+            run_ctx r = {&be, comm, prog, {comm, send, recv, cnt, cnt + 2 * G, cnt + G, cnt + 3 * G, (size_t)H * 4},
                          x, gu, down, gu_out, act, y, T, H, I};
             double tm[4];
             bench_medians(4, iters, run_mode, &r, tm, "bench-moe-overlap");
@@ -176,13 +217,23 @@ int main(int argc, char **argv) {
                             bench_json_sep(&first), label, SHAPES[s].name, G, T, H, I, K, tm[0] * 1e3, tm[1] * 1e3,
                             tm[2] * 1e3, tm[3] * 1e3, ideal * 1e3);
             }
+#ifdef MR_BENCH_CUDA
+            float *dev_bufs[] = {x, gu, down, gu_out, act, y, send, recv};
+            for (int b = 0; b < 8; b++) be.ops->free(&be, dev_bufs[b]);
+#else
             free(x), free(gu), free(down), free(gu_out), free(act), free(y), free(send), free(recv);
+#endif
         }
     }
     bench_json_close(jf);
     free(cnt);
     mr_progress_destroy(prog);
+#ifdef MR_BENCH_CUDA
+    mr_comm_destroy(comm);
+    mr_backend_cuda_free(&be);
+#else
     mr_backend_cpu_free(&be);
+#endif
     mr_comm_destroy(world);
     mr_comm_mpi_finalize();
     return 0;

@@ -33,6 +33,6 @@ if [ "${MR_TEST_EMU:-1}" = 1 ] && [ $# -eq 0 ]; then
   echo "test: the CUDA backend on the CPU emulator ($EMU)"
   cmake -S . -B "$EMU" -DMR_CUDA_EMU=ON -DCMAKE_BUILD_TYPE=${MR_BUILD_TYPE:-RelWithDebInfo} >/dev/null
   cmake --build "$EMU" -j"$(nproc)" --target test-emu test-emu-nccl test-gpu-ops test-nccl-comm check-reference \
-    moerun compare-logits bench-allreduce-gpu bench-overlap-gpu gpu-floors bench-engine
+    moerun compare-logits bench-allreduce-gpu bench-overlap-gpu bench-moe-overlap-gpu gpu-floors bench-engine
   (cd "$EMU" && ctest --output-on-failure -j"$(nproc)" -L gpu)
 fi

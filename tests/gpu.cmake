@@ -228,6 +228,14 @@ if(TARGET bench-overlap-gpu)
                        RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "smollm2-down +48 +576 +768 +16")
 endif()
 
+if(TARGET bench-moe-overlap-gpu)
+  add_test(NAME bench-moe-overlap-gpu-smoke COMMAND env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+           MR_EMU_DEVICES=2 timeout 240 mpirun --oversubscribe --bind-to none -np 2
+           $<TARGET_FILE:bench-moe-overlap-gpu> --shapes dsv2-lite --tokens 4 --iters 1)
+  set_tests_properties(bench-moe-overlap-gpu-smoke PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+                       RUN_SERIAL TRUE PASS_REGULAR_EXPRESSION "dsv2-lite +4 +2048 +2816 +6 ")
+endif()
+
 # The floors and bench-engine --backend cuda run (small sizes, tiny models:
 # the programs of tests/gpu/run.sh --bench, their timings meaning nothing
 # here).  bench-engine's last row needs every decode step and the engine's

@@ -304,7 +304,8 @@ if sys.argv[1] == "cuda" and not torch.cuda.is_available(): sys.exit("torch %s s
 
 # bench-allreduce-gpu (issue 6's GPU rows: the device engine beside
 # ncclAllReduce and MPI_Allreduce) on 2 GPUs and on all of them (up to 8),
-# and bench-overlap-gpu on 2; they need two GPUs, skipped with one.
+# bench-overlap-gpu and bench-moe-overlap-gpu on 2; they need two GPUs,
+# skipped with one.
 allreduce_bench() {
   local BA=$WORK/build/bench/bench-allreduce-gpu n np t0 rc bad=0 slug
   n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
@@ -333,6 +334,15 @@ allreduce_bench() {
     if [ $rc = 0 ]; then note "bench-overlap-gpu np 2 $c | ok in $(secs "$t0") s: gpu-overlap-$slug-np2-$c.{json,txt}"
     else bad=1; note "bench-overlap-gpu np 2 $c | FAIL exit $rc"; fi
   done
+  # bench-moe-overlap-gpu: the MoE combine (NCCL all-to-all) with and without the shared experts beside it, 2 GPUs
+  t0=$(date +%s)
+  env PATH="$P/bin:$PATH" LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" $OMPI_ENV \
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 900 mpirun --bind-to none -np 2 \
+    "$WORK/build/bench/bench-moe-overlap-gpu" --tokens 64,256,1024 --label "$slug np2" \
+    --json "$BENCH_DIR/gpu-moe-overlap-$slug-np2.json" > "$BENCH_DIR/gpu-moe-overlap-$slug-np2.txt" 2>&1; rc=$?
+  tail -12 "$BENCH_DIR/gpu-moe-overlap-$slug-np2.txt"
+  if [ $rc = 0 ]; then note "bench-moe-overlap-gpu np 2 | ok in $(secs "$t0") s: gpu-moe-overlap-$slug-np2.{json,txt}"
+  else bad=1; note "bench-moe-overlap-gpu np 2 | FAIL exit $rc"; fi
   return $bad
 }
 
